@@ -1,0 +1,1 @@
+"""Ray actors: the WorkTracker lease table, scaler agents, the autoresearch loop."""

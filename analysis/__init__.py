@@ -1,0 +1,1 @@
+"""Pure numerics: scaling-law fits, hardware Figure of Merit, reports and plots."""

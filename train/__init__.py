@@ -1,0 +1,1 @@
+"""What one training job is and how it runs on Ray Train."""

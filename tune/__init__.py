@@ -1,0 +1,1 @@
+"""Sweeps on Ray Tune over the training engine's recipes."""
