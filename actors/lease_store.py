@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.leases import Claim
+from actors.leases import Claim, LeaseState
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +81,14 @@ def to_table(records: list[Claim], next_token: int) -> pa.Table:
         cols["attempts"].append(r.attempts)
         cols["request_id"].append(r.request_id)
         cols["result"].append(None if r.result is None else json.dumps(r.result))
-    meta = {
+    return pa.table(cols, schema=_SCHEMA.with_metadata(_metadata(next_token)))
+
+
+def _metadata(next_token: int) -> dict[bytes, bytes]:
+    return {
         b"ray_autoresearch.format": FORMAT_VERSION.encode(),
         b"ray_autoresearch.next_token": str(next_token).encode(),
     }
-    return pa.table(cols, schema=_SCHEMA.with_metadata(meta))
 
 
 def from_table(table: pa.Table) -> tuple[list[Claim], int]:
@@ -111,6 +114,10 @@ class SnapshotStore:
         self._tmp_path = self.path.with_name(self.path.name + ".tmp")
         self._lock_fd: int | None = None
         self.last_write_bytes = 0
+        # `done` is terminal, so a done record never changes again: keep those
+        # rows converted, and turn only the others into Arrow on each write.
+        self._sealed = to_table([], 0)
+        self._sealed_ids: set[str] = set()
 
     # -- single-writer lock --------------------------------------------------
 
@@ -142,7 +149,7 @@ class SnapshotStore:
 
     def write(self, records: list[Claim], next_token: int) -> int:
         """Write one snapshot durably; return its size in bytes."""
-        table = to_table(records, next_token)
+        table = self._assemble(records, next_token)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self._tmp_path, "wb") as f:
             pq.write_table(table, f, compression="zstd")
@@ -162,6 +169,20 @@ class SnapshotStore:
             os.close(dir_fd)
         self.last_write_bytes = size
         return size
+
+    def _assemble(self, records: list[Claim], next_token: int) -> pa.Table:
+        newly_done = [r for r in records if r.state is LeaseState.DONE and r.work_id not in self._sealed_ids]
+        if newly_done:
+            self._sealed = pa.concat_tables([self._sealed, to_table(newly_done, 0)])
+            self._sealed_ids.update(r.work_id for r in newly_done)
+            if self._sealed.column(0).num_chunks > 32:  # many tiny chunks write slowly
+                self._sealed = self._sealed.combine_chunks()
+        rest = [r for r in records if r.work_id not in self._sealed_ids]
+        if len(self._sealed_ids) + len(rest) != len(records):  # a record left the table
+            self._sealed, self._sealed_ids = to_table([], 0), set()
+            return to_table(records, next_token)
+        table = pa.concat_tables([self._sealed, to_table(rest, 0)])
+        return table.replace_schema_metadata(_metadata(next_token))
 
     # -- load ----------------------------------------------------------------
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from actors.leases import LeaseState
 from actors.tracker_client import LeaseKeeper, TrackerClient
-from actors.work_tracker import STATE_ENV, connect_tracker, default_state_path, format_table
+from actors.work_tracker import (
+    STATE_ENV,
+    TrackerConfigError,
+    TrackerStartError,
+    connect_tracker,
+    default_state_path,
+    format_table,
+)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -45,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("actors.main")
 
-    tracker = connect_tracker(state_path=args.state)
+    try:
+        tracker = connect_tracker(state_path=args.state)
+    except (TrackerConfigError, TrackerStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     client = TrackerClient(tracker)
     owner = f"main@{socket.gethostname()}"
     work_id = f"demo:{time.strftime('%Y%m%dT%H%M%S')}"

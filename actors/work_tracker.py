@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -151,7 +152,7 @@ class WorkTracker:
         """
         target = self.table.version
         while self._durable_version < target:
-            if self._flush is None:
+            if self._flush is None or self._flush.done():
                 self._flush = asyncio.get_running_loop().create_task(self._write_snapshot())
             await asyncio.shield(self._flush)
 
@@ -176,6 +177,10 @@ class WorkTracker:
 
 class TrackerConfigError(RuntimeError):
     """A tracker is running with settings that contradict the caller's."""
+
+
+class TrackerStartError(RuntimeError):
+    """The tracker actor failed while starting."""
 
 
 def connect_tracker(
@@ -206,6 +211,7 @@ def connect_tracker(
         except ValueError:
             raise LookupError(f"no work tracker {namespace}/{name} is running") from None
     else:
+        _check_state_folder(path)
         handle = (
             ray.remote(WorkTracker)
             .options(
@@ -227,13 +233,38 @@ def connect_tracker(
             )
             .remote(str(path), ttl_s, sweep_interval_s)
         )
-    info = ray.get(handle.info.remote())
+    try:
+        info = ray.get(handle.info.remote())
+    except ray.exceptions.RayActorError as exc:
+        # It failed in __init__ (unwritable path, state locked by another
+        # tracker): stop it, or Ray would restart it forever.
+        ray.kill(handle, no_restart=True)
+        raise TrackerStartError(f"the work tracker could not start on {path}: {_root_cause(exc)}") from None
     if state_path is not None and Path(info["state_path"]) != path:
         raise TrackerConfigError(
             f"the running work tracker keeps its state in {info['state_path']}, not {path}; "
             "pass that path, or stop it with `ray.kill` first"
         )
     return handle
+
+
+def _check_state_folder(path: Path) -> None:
+    """Fail before starting an actor when the state folder cannot be written.
+    (Drivers, `ray job submit` ones included, run on the head node, where the
+    tracker keeps its state.)"""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"{path.parent} is not writable")
+    except OSError as exc:
+        raise TrackerStartError(f"the work tracker cannot keep its state at {path}: {exc}") from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The `SomeError: message` line of a Ray error, without its tracebacks."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    causes = re.findall(r"^(\w+(?:Error|Exception)\b.*)$", text, flags=re.MULTILINE)
+    return causes[-1] if causes else text.strip().splitlines()[0]
 
 
 def stop_tracker(namespace: str = NAMESPACE, name: str = ACTOR_NAME) -> bool:
@@ -309,7 +340,11 @@ def _cli(argv: list[str] | None = None) -> int:
     if handle is not None:
         import ray
 
-        source = f"running tracker ({ray.get(handle.info.remote())['state_path']})"
+        running_path = ray.get(handle.info.remote())["state_path"]
+        if args.state is not None and Path(running_path) != state_path:
+            handle = None  # the user asked about another file: read that file
+    if handle is not None:
+        source = f"running tracker ({running_path})"
         if args.command == "list":
             claims = ray.get(handle.list_claims.remote(args.state_filter))
         else:
