@@ -1,0 +1,162 @@
+"""The training engine end to end on Ray Train (V2), CPU workers on local Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from train.run import RESULT_KEYS, run
+from train.spec import TrainSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "examples/specs/tiny_cpu.yaml"
+
+
+def tiny(*overrides: str) -> TrainSpec:
+    return TrainSpec.from_yaml(TINY).with_overrides(["logging.tensorboard=false", *overrides])
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
+def test_tiny_spec_learns_and_writes_results_and_ledger(ray_cluster, tmp_path):
+    spec = TrainSpec.from_yaml(TINY).with_overrides(["budget.max_steps=60", "budget.eval_interval=30"])
+    results = run(spec, out_dir=tmp_path / "out", ledger=tmp_path / "EXPERIMENTS.md")
+    assert results["val_loss"] < results["val_loss_at_start"] - 1.0, "no better than the untrained model"
+    assert results["val_bpb"] < results["val_bpb_at_start"]
+    assert results["stop_reason"] == "max_steps" and results["steps"] == 60
+    assert results["tokens"] == 60 * 16 * 64
+    on_disk = json.loads((tmp_path / "out/results.json").read_text())
+    assert all(on_disk.get(k) is not None for k in RESULT_KEYS), on_disk
+    assert on_disk["peak_memory_mb"] > 0 and on_disk["tokens_per_s"] > 0 and on_disk["cost_usd"] == 0
+    ledger = (tmp_path / "EXPERIMENTS.md").read_text()
+    for section in ("Configuration", "GPU allocation", "Results", "Observations", "Artifacts", "Command"):
+        assert f"### {section}" in ledger
+    assert "| stop_reason | max_steps |" in ledger
+    assert list((tmp_path / "out/tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_two_cpu_workers_train_with_ddp(ray_cluster, tmp_path):
+    results = run(tiny("resources.cpu_workers=2", "budget.max_steps=30", "budget.eval_interval=15"),
+                  out_dir=tmp_path, ledger=None)
+    assert results["world_size"] == 2 and [a["rank"] for a in results["gpu_allocation"]] == [0, 1]
+    assert results["tokens"] == 30 * 16 * 64 * 2
+    assert results["val_loss"] < results["val_loss_at_start"]
+
+
+@pytest.mark.slow
+def test_stops_early_when_the_target_is_reached(ray_cluster, tmp_path):
+    results = run(tiny("budget.target=6.5", "budget.eval_interval=20"), out_dir=tmp_path, ledger=None)
+    assert results["stop_reason"] == "target"
+    assert results["steps"] < 150 and results["val_bpb"] <= 6.5
+
+
+@pytest.mark.slow
+def test_stops_when_validation_stops_improving(ray_cluster, tmp_path):
+    # lr 0: the model never changes, so no evaluation beats the first.
+    results = run(tiny("optim.lr=0", "budget.eval_interval=10", "budget.patience=2"), out_dir=tmp_path, ledger=None)
+    assert results["stop_reason"] == "no_improvement" and results["steps"] == 30
+
+
+@pytest.mark.slow
+def test_wall_clock_deadline_stops_the_run(ray_cluster, tmp_path):
+    results = run(tiny("budget.max_steps=1000000", f"budget.max_hours={3 / 3600}"), out_dir=tmp_path, ledger=None)
+    assert results["stop_reason"] == "deadline"
+    assert 3 <= results["wall_s"] < 30 and results["steps"] < 1000000
+    assert results["val_loss"] is not None  # evaluated once more at the cut
+
+
+NAN_MODEL = '''
+import torch
+from torch import nn
+
+class BlowsUp(nn.Module):
+    """Learns for a few steps, then its logits turn to NaN."""
+    def __init__(self, vocab_size, seq_len):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, 32)
+        self.head = nn.Linear(32, vocab_size)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+    def forward(self, idx):
+        if self.training:
+            self.calls += 1
+        out = self.head(self.emb(idx))
+        return out * float("nan") if self.calls > 5 else out
+'''
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_the_run_without_a_poisoned_checkpoint(ray_cluster, tmp_path):
+    model_file = tmp_path / "blows_up.py"
+    model_file.write_text(NAN_MODEL)
+    spec = tiny("model.family=custom", f"model.path={model_file}", "budget.eval_interval=3")
+    results = run(spec, out_dir=tmp_path / "out", ledger=tmp_path / "ledger.md")
+    assert results["stop_reason"] == "nan" and results["steps"] == 6
+    assert "NaN" in (tmp_path / "ledger.md").read_text()
+    # The last checkpoint is the healthy one from step 3, not the NaN state.
+    assert json.loads((Path(results["checkpoint"]) / "state.json").read_text())["step"] == 3
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_its_checkpoint(ray_cluster, tmp_path):
+    spec = tiny("budget.max_steps=400", "budget.eval_interval=25", "budget.eval_batches=2", "name=killme")
+    ckpt_root = tmp_path / "ray_results" / "killme"
+    killed = {}
+
+    def kill_worker_after_first_checkpoint():
+        # Files of checkpoint N+1 on disk mean checkpoint N is registered with
+        # the controller, so the restart has something to resume from.
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(ckpt_root.glob("checkpoint_*/state.json"))) < 2:
+            time.sleep(0.1)
+        pids = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)
+        killed["pids"] = pids
+
+    killer = threading.Thread(target=kill_worker_after_first_checkpoint)
+    killer.start()
+    results = run(spec, out_dir=tmp_path, ledger=None)
+    killer.join()
+    assert killed.get("pids"), "no training worker was found to kill"
+    assert results["resumed_from_step"] is not None and results["resumed_from_step"] >= 25
+    assert results["steps"] == 400 and results["stop_reason"] == "max_steps"
+    assert results["val_loss"] < results["val_loss_at_start"]
+
+
+def test_cli_runs_a_spec_with_overrides(ray_env, tmp_path):
+    env = {**ray_env, "WANDB_MODE": "disabled"}
+    out = subprocess.run(
+        [sys.executable, "-m", "train.run", str(TINY), "--set", "budget.max_steps=20", "--set", "budget.eval_interval=10",
+         "--out", str(tmp_path / "out"), "--ledger", str(tmp_path / "ledger.md")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / "out/results.json").read_text())["steps"] == 20
+    assert "--set budget.max_steps=20" in (tmp_path / "ledger.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "resources.gpus=4"], "resources.gpus: asks for 4 GPUs; the hard limit is 2 GPUs"),
+        (["--set", "budget.max_hours=7"], "budget.max_hours: asks for 7 hours; the hard limit is 6 hours"),
+        (["--set", "optim.lrr=1"], "has no field 'optim.lrr'"),
+    ],
+)
+def test_cli_refuses_bad_specs_before_starting_anything(tmp_path, args, message):
+    out = subprocess.run(
+        [sys.executable, "-m", "train.run", str(TINY), *args, "--out", str(tmp_path / "out")],
+        cwd=ROOT, env={**os.environ, "RAY_ADDRESS": "local"}, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,220 @@
+"""Run one TrainSpec on Ray Train: `python -m train.run SPEC.yaml`.
+
+    python -m train.run SPEC.yaml [--set key.path=value ...] [--out DIR]
+                                  [--ledger PATH | --no-ledger]
+
+The spec's estimate is checked against the hard limits before anything starts.
+The job is a Ray Train (V2) TorchTrainer whose ScalingConfig asks for exactly
+the spec's GPUs (one worker per GPU, so the dashboard shows them in use), or
+for `resources.cpu_workers` CPU workers where the spec asks for none. It joins
+the running Ray cluster, or starts a local one. When it ends, DIR/results.json
+holds the final metrics and a ledger entry is appended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from train.estimate import check_fits
+from train.limits import LimitExceeded
+from train.spec import SpecError, TrainSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEDGER = Path("experiments/EXPERIMENTS.md")
+
+# What results.json always holds (the loop's final report adds more).
+RESULT_KEYS = (
+    "val_loss", "val_loss_at_start", "steps", "tokens", "tokens_per_s", "peak_memory_mb",
+    "wall_s", "gpu_hours", "cost_usd", "stop_reason",
+)
+
+
+class TrainingFailed(RuntimeError):
+    """The training job ended in an error it could not recover from."""
+
+
+def run(
+    spec: TrainSpec,
+    out_dir: str | Path | None = None,
+    ledger: str | Path | None = DEFAULT_LEDGER,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train `spec` on Ray Train; return the results (also in out_dir/results.json)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from train.loop import train_loop_per_worker
+    from train.ray_session import init_ray
+
+    estimate = check_fits(spec)  # refuse before anything starts
+    out = Path(out_dir or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    spec.to_yaml(out / "spec.yaml")
+    init_ray()
+
+    use_gpu = spec.resources.gpus > 0
+    per_worker: dict[str, float] = {"CPU": spec.resources.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec.model_dump(mode="json"), "out_dir": str(out)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=spec.resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=spec.name,
+            storage_path=str(out / "ray_results"),
+            failure_config=ray.train.FailureConfig(max_failures=spec.budget.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    logger.info(
+        "training %s: %s params, %d worker(s)%s, %d steps, checkpoints in %s",
+        spec.name, f"{estimate.params:,}", spec.resources.workers, " on GPUs" if use_gpu else " on CPU",
+        spec.budget.max_steps, out / "ray_results",
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray Train raises TrainingFailedError once retries are spent
+        raise TrainingFailed(f"training {spec.name} failed: {exc}") from exc
+    if getattr(result, "error", None):
+        raise TrainingFailed(f"training {spec.name} failed: {result.error}")
+
+    metrics = dict(result.metrics or {})
+    results = _results(spec, metrics, estimate, out, result)
+    _write_json(out / "results.json", results)
+    if ledger is not None:
+        _append_ledger(Path(ledger), spec, results, metrics, out, command)
+    return results
+
+
+def _results(spec: TrainSpec, m: dict, estimate, out: Path, result) -> dict[str, Any]:
+    gpu_hours = m.get("gpu_seconds", 0.0) / 3600
+    res = {
+        "name": spec.name,
+        "val_loss": m.get("val_loss"),
+        "val_loss_at_start": m.get("val_loss_at_start"),
+        "steps": m.get("step"),
+        "tokens": m.get("tokens"),
+        "tokens_per_s": m.get("tokens_per_s"),
+        "peak_memory_mb": m.get("peak_memory_mb"),
+        "wall_s": m.get("wall_s"),
+        "gpu_hours": gpu_hours,
+        "cost_usd": gpu_hours * spec.cost.usd_per_gpu_hour,
+        "stop_reason": m.get("stop_reason"),
+        "resumed_from_step": m.get("resumed_from_step"),
+        "world_size": m.get("world_size"),
+        "gpu_allocation": m.get("gpu_allocation"),
+        "params": estimate.params,
+        "estimate": estimate.to_dict(),
+        "checkpoint": _last_checkpoint_with_weights(result),
+        "out_dir": str(out),
+    }
+    for key in ("val_bpb", "val_accuracy", "val_bpb_at_start", "val_accuracy_at_start"):
+        if key in m:
+            res[key] = m[key]
+    res["history"] = m.get("history", [])
+    return res
+
+
+def _last_checkpoint_with_weights(result) -> str | None:
+    """The newest checkpoint holding model weights (the final one of a run that
+    hit NaN or diverged holds only its state)."""
+    candidates = [c for c, _ in (result.best_checkpoints or [])]
+    if result.checkpoint is not None:
+        candidates.append(result.checkpoint)
+    for ckpt in reversed(candidates):
+        if (Path(ckpt.path) / "model.pt").exists():
+            return ckpt.path
+    return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _append_ledger(path: Path, spec: TrainSpec, results: dict, metrics: dict, out: Path, command: str | None):
+    from train.ledger import LedgerEntry, append_entry, observe
+
+    shown = {k: results[k] for k in RESULT_KEYS if results.get(k) is not None}
+    for key in ("val_bpb", "val_accuracy", "params"):
+        if key in results:
+            shown[key] = results[key]
+    artifacts = {"results": str(out / "results.json"), "spec": str(out / "spec.yaml")}
+    if results.get("checkpoint"):
+        artifacts["checkpoint"] = results["checkpoint"]
+    if spec.logging.tensorboard:
+        artifacts["tensorboard"] = str(out / "tensorboard")
+    if spec.logging.wandb_project:
+        artifacts["wandb"] = str(out / "wandb")
+    allocation = [
+        {"node": a.get("node"), "gpu_ids": ",".join(a.get("gpu_ids") or []) or "-", "role": f"rank {a.get('rank')}",
+         "device": a.get("device")}
+        for a in (results.get("gpu_allocation") or [])
+    ]
+    entry = LedgerEntry(
+        title=f"{spec.name}: {spec.model.family} {results.get('params', 0) / 1e6:.2f}M on {spec.data.benchmark}",
+        config=spec.model_dump(mode="json"),
+        gpu_allocation=allocation,
+        results=shown,
+        observations=observe(results.get("history") or []),
+        artifacts=artifacts,
+        command=command or f"python -m train.run {shlex.quote(str(out / 'spec.yaml'))}",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    append_entry(path, entry)
+
+
+# -- command line ----------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.run",
+        description="Train one spec on Ray Train (the running cluster, or local Ray) and write "
+        "DIR/results.json and a ledger entry.",
+    )
+    parser.add_argument("spec", type=Path, help="a TrainSpec YAML file, e.g. examples/specs/tiny_cpu.yaml")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a spec field by its dotted path, e.g. --set resources.gpus=1 --set budget.max_hours=0.5",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/NAME-TIMESTAMP)")
+    parser.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER, help=f"ledger to append to (default {DEFAULT_LEDGER})")
+    parser.add_argument("--no-ledger", action="store_true", help="do not append a ledger entry")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from train.data.base import DatasetUnavailable
+    from train.models import ModelLoadError
+
+    command = "python -m train.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        spec = TrainSpec.from_yaml(args.spec).with_overrides(args.overrides)
+        results = run(spec, out_dir=args.out, ledger=None if args.no_ledger else args.ledger, command=command)
+    except (SpecError, LimitExceeded, DatasetUnavailable, ModelLoadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = {k: results.get(k) for k in RESULT_KEYS}
+    print(json.dumps(summary, indent=2))
+    print(f"results: {Path(results['out_dir']) / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""`TrainSpec`: the single description of one training job.
+
+Scaled experiments, autoresearch runs and sweep trials all train through a
+TrainSpec. It validates on construction, names the field and the limit in its
+errors, and round-trips through YAML. `with_overrides(["optim.lr=1e-3"])`
+applies the dotted `--set` overrides the command lines take.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from train.limits import (
+    DEFAULT_ASSUMED_MFU,
+    DEFAULT_GPU_PEAK_TFLOPS,
+    DEFAULT_USD_PER_GPU_HOUR,
+    MAX_GPUS,
+    MAX_HOURS,
+)
+
+
+class _Strict(BaseModel):
+    # A misspelt key in a YAML spec is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    family: Literal["gpt", "rnn", "custom"] = "gpt"
+    d_model: int = Field(256, gt=0)
+    n_layers: int = Field(4, gt=0)
+    n_heads: int = Field(4, gt=0)
+    n_kv_heads: int | None = Field(None, gt=0)
+    mlp_ratio: float = Field(4.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    path: str | None = None  # custom: a .py file holding the nn.Module
+    class_name: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _custom_needs_path(self):
+        if self.family == "custom" and not self.path:
+            raise ValueError("model.path is required when model.family is 'custom'")
+        return self
+
+
+class DataSpec(_Strict):
+    benchmark: str = "bytes"
+    seq_len: int = Field(256, gt=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("benchmark")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from train.data import BENCHMARKS
+
+        if v not in BENCHMARKS:
+            raise ValueError(f"unknown benchmark {v!r}; choose one of {', '.join(BENCHMARKS)}")
+        return v
+
+
+class OptimSpec(_Strict):
+    lr: float = Field(3e-4, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(50, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    batch_size: int = Field(32, gt=0, description="sequences per micro-batch on each worker")
+    grad_accum: int = Field(1, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class ResourceSpec(_Strict):
+    gpus: int = Field(0, ge=0)
+    cpu_workers: int = Field(1, gt=0, description="workers when gpus is 0")
+    cpus_per_worker: float = Field(1, gt=0)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_limit(cls, v: int) -> int:
+        if v > MAX_GPUS:
+            raise ValueError(f"asks for {v} GPUs; the hard limit is {MAX_GPUS} GPUs per experiment")
+        return v
+
+    @property
+    def workers(self) -> int:
+        return self.gpus if self.gpus > 0 else self.cpu_workers
+
+
+class BudgetSpec(_Strict):
+    max_steps: int = Field(1000, gt=0)
+    max_hours: float = Field(1.0, gt=0)
+    target: float | None = Field(None, description="stop once the validation metric reaches this")
+    patience: int | None = Field(None, gt=0, description="evaluations without improvement before stopping")
+    eval_interval: int = Field(100, gt=0)
+    eval_batches: int = Field(20, gt=0)
+    checkpoint_interval: int | None = Field(None, gt=0, description="steps; default: every evaluation")
+    max_failures: int = Field(2, ge=0, description="worker failures to recover from, from the last checkpoint")
+    divergence_factor: float = Field(4.0, gt=1, description="stop when train loss exceeds this times the loss at start")
+
+    @field_validator("max_hours")
+    @classmethod
+    def _hour_limit(cls, v: float) -> float:
+        if v > MAX_HOURS:
+            raise ValueError(f"asks for {v:g} hours; the hard limit is {MAX_HOURS:g} hours per experiment")
+        return v
+
+
+class CostSpec(_Strict):
+    usd_per_gpu_hour: float = Field(DEFAULT_USD_PER_GPU_HOUR, ge=0)
+    gpu_peak_tflops: float = Field(DEFAULT_GPU_PEAK_TFLOPS, gt=0)
+    assumed_mfu: float = Field(DEFAULT_ASSUMED_MFU, gt=0, le=1)
+
+
+class LoggingSpec(_Strict):
+    wandb_project: str | None = None
+    wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="default: online with WANDB_API_KEY set, offline without"
+    )
+    tensorboard: bool = True
+    log_interval: int = Field(10, gt=0)
+
+
+class TrainSpec(_Strict):
+    name: str = "run"
+    seed: int = 0
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    precision: Literal["bf16", "fp32"] = "bf16"
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    cost: CostSpec = Field(default_factory=CostSpec)
+    logging: LoggingSpec = Field(default_factory=LoggingSpec)
+
+    @model_validator(mode="after")
+    def _fits_in_gpu_memory(self):
+        # Only GPU jobs have the 80 GB limit; CPU specs skip building a model here.
+        if self.resources.gpus > 0:
+            from train.estimate import estimate
+
+            problems = estimate(self).problems
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.optim.batch_size * self.data.seq_len * self.optim.grad_accum * self.resources.workers
+
+    # -- YAML ------------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainSpec":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"{path}: no such file") from None
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise SpecError(f"{path}: a spec is a mapping of sections, got {type(raw).__name__}")
+        return cls.parse(raw, source=str(path))
+
+    @classmethod
+    def parse(cls, raw: dict, source: str = "spec") -> "TrainSpec":
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise SpecError(f"{source}: {format_validation_error(exc)}") from None
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def with_overrides(self, overrides: list[str]) -> "TrainSpec":
+        """Apply `key.path=value` overrides (values parsed as YAML scalars)."""
+        raw = self.model_dump(mode="json")
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise SpecError(f"--set {item!r}: expected key.path=value")
+            node = raw
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise SpecError(f"--set {item!r}: {part!r} is not a section of the spec")
+                node = node[part]
+            if parts[-1] not in node and not (len(parts) > 1 and parts[-2] in ("params", "kwargs")):
+                raise SpecError(f"--set {item!r}: the spec has no field {key!r}")
+            node[parts[-1]] = yaml.safe_load(value)
+        return TrainSpec.parse(raw, source="--set")
+
+
+class SpecError(ValueError):
+    """A spec a user wrote is wrong; the message says where and why."""
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: `resources.gpus: asks for 4 GPUs; the hard limit is 2`."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling)"
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
