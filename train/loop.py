@@ -111,6 +111,7 @@ class LoopState:
     val_at_start: dict[str, float] = field(default_factory=dict)
     last_val: dict[str, float] = field(default_factory=dict)
     eval_step: int = 0  # the step last_val was measured at
+    first_step_at: float | None = None  # Unix time the first optimiser step finished
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from_step: int | None = None
 
@@ -202,6 +203,7 @@ def run_loop(spec: TrainSpec, session, out_dir: str | None = None) -> LoopState:
             "gpu_seconds": state.gpu_seconds,
             "stop_reason": final_reason,
             "resumed_from_step": state.resumed_from_step,
+            "first_step_at": state.first_step_at,
             "gpu_allocation": allocation,
             "world_size": session.world,
         }
@@ -267,6 +269,8 @@ def run_loop(spec: TrainSpec, session, out_dir: str | None = None) -> LoopState:
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.time() - t0
+        if state.first_step_at is None:
+            state.first_step_at = time.time()
         state.step += 1
         state.tokens += spec.tokens_per_step
         state.train_s += dt

@@ -45,11 +45,11 @@ def test_tiny_spec_learns_and_writes_results_and_ledger(ray_cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_cpu_workers_train_with_ddp(ray_cluster, tmp_path):
-    results = run(tiny("resources.cpu_workers=2", "budget.max_steps=30", "budget.eval_interval=15"),
+def test_two_cpu_workers_train_with_ddp_and_gradient_accumulation(ray_cluster, tmp_path):
+    results = run(tiny("resources.cpu_workers=2", "optim.grad_accum=2", "budget.max_steps=30", "budget.eval_interval=15"),
                   out_dir=tmp_path, ledger=None)
     assert results["world_size"] == 2 and [a["rank"] for a in results["gpu_allocation"]] == [0, 1]
-    assert results["tokens"] == 30 * 16 * 64 * 2
+    assert results["tokens"] == 30 * 16 * 64 * 2 * 2  # steps x batch x seq x accumulation x workers
     assert results["val_loss"] < results["val_loss_at_start"]
 
 

@@ -97,9 +97,20 @@ class TokenDataset(ABC):
     def eval_batches(self, batch_size: int, max_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Validation batches, identical on every call and on every process."""
 
-    @abstractmethod
     def describe(self) -> dict:
-        """A JSON-serialisable summary: name, split sizes, sources, vocab_size, metric."""
+        """A JSON-serialisable summary: name, metric, vocab_size, seq_len, then
+        what `details()` adds (split sizes, sources)."""
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            **self.details(),
+        }
+
+    @abstractmethod
+    def details(self) -> dict:
+        """What this dataset adds to `describe()`: split sizes and sources."""
 
 
 def check_batch_args(batch_size, max_batches=None) -> None:

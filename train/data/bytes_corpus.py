@@ -204,12 +204,8 @@ class BytesCorpus(WindowedTokenDataset):
             seq_len,
         )
 
-    def describe(self) -> dict:
+    def details(self) -> dict:
         return {
-            "name": self.name,
-            "metric": self.metric,
-            "vocab_size": self.vocab_size,
-            "seq_len": self.seq_len,
             "bytes": {"train": self.train_tokens, "val": self.val_tokens},
             **self._info,
         }

@@ -170,12 +170,8 @@ class MQAR(TokenDataset):
         state["_val"] = None
         return state
 
-    def describe(self) -> dict:
+    def details(self) -> dict:
         return {
-            "name": self.name,
-            "metric": self.metric,
-            "vocab_size": self.vocab_size,
-            "seq_len": self.seq_len,
             "num_kv_pairs": self.num_kv_pairs,
             "power_a": self.power_a,
             "random_non_queries": self.random_non_queries,

@@ -129,12 +129,8 @@ class WikiText103(WindowedTokenDataset):
         self.token_bytes = torch.ones(256, dtype=torch.long)
         super().__init__([train], [val], seq_len)
 
-    def describe(self) -> dict:
+    def details(self) -> dict:
         return {
-            "name": self.name,
-            "metric": self.metric,
-            "vocab_size": self.vocab_size,
-            "seq_len": self.seq_len,
             "bytes": {"train": self.train_tokens, "val": self.val_tokens},
             **self._source,
         }
