@@ -1,0 +1,118 @@
+"""`ScalePlan`: how a ScalerAgent proposes to scale one MVE up.
+
+A plan comes from Claude (tool use with this model's JSON schema) or from the
+offline planner. Either way it is validated twice: by this model on
+construction (shape, the hard limits on GPUs and hours, a benchmark the
+training engine has), then by `train.estimate` once it is turned into a
+TrainSpec (parameters, memory per GPU, GPU-hours, cost).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from train.limits import MAX_GPUS, MAX_HOURS
+from train.spec import ModelSpec, OptimSpec, TrainSpec
+
+
+class Baseline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="short name, e.g. 'gpt-same-size' or 'lstm'")
+    family: Literal["gpt", "rnn"] = Field(description="a built-in model family to train as the baseline")
+    why: str = Field(description="what comparing against it shows")
+
+
+class ScalePlan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mve_id: str = Field(description="the MVE's three-digit number, e.g. '007'")
+    title: str = Field(description="one line: what is scaled, to what size, on which benchmark")
+    rationale: str = Field(description="what the MVE showed and why it should hold at scale")
+    model: ModelSpec = Field(description="architecture and size of the scaled model")
+    target_params: int = Field(gt=0, description="intended parameter count; 10M-50M is typical")
+    benchmark: str = Field(description="a real benchmark the training engine has: bytes, mqar, wikitext103, fineweb")
+    data_params: dict = Field(default_factory=dict, description="benchmark parameters, e.g. {'num_kv_pairs': 32}")
+    seq_len: int = Field(gt=1)
+    optim: OptimSpec = Field(description="training protocol: lr, schedule, warmup, batch size, accumulation")
+    max_steps: int = Field(gt=0)
+    eval_interval: int = Field(gt=0)
+    gpus: int = Field(ge=1, description=f"GPUs to request, at most {MAX_GPUS}")
+    hours: float = Field(gt=0, description=f"wall-clock budget, at most {MAX_HOURS:g} hours")
+    baselines: list[Baseline] = Field(min_length=1)
+    success_criteria: list[str] = Field(min_length=1, description="measurable, e.g. 'val accuracy >= 0.9 at 32 kv pairs'")
+    early_stop_target: float | None = Field(None, description="stop once the validation metric reaches this")
+    early_stop_patience: int | None = Field(None, gt=0, description="evaluations without improvement before stopping")
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra files for code/NNN_scaled/, relative path -> content (e.g. models/model.py)",
+    )
+
+    @field_validator("mve_id")
+    @classmethod
+    def _three_digits(cls, v: str) -> str:
+        if not re.fullmatch(r"\d{3}", v):
+            raise ValueError(f"must be a three-digit MVE number like '007', got {v!r}")
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_limit(cls, v: int) -> int:
+        if v > MAX_GPUS:
+            raise ValueError(f"asks for {v} GPUs; the hard limit is {MAX_GPUS} GPUs per experiment")
+        return v
+
+    @field_validator("hours")
+    @classmethod
+    def _hour_limit(cls, v: float) -> float:
+        if v > MAX_HOURS:
+            raise ValueError(f"asks for {v:g} hours; the hard limit is {MAX_HOURS:g} hours per experiment")
+        return v
+
+    @field_validator("benchmark")
+    @classmethod
+    def _known_benchmark(cls, v: str) -> str:
+        from train.data import BENCHMARKS
+
+        if v not in BENCHMARKS:
+            raise ValueError(f"unknown benchmark {v!r}; choose one of {', '.join(BENCHMARKS)}")
+        return v
+
+    @field_validator("files")
+    @classmethod
+    def _relative_paths(cls, files: dict[str, str]) -> dict[str, str]:
+        # Paths come from an LLM: only plain relative paths inside the folder.
+        for name in files:
+            p = PurePosixPath(name)
+            if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name.startswith("~"):
+                raise ValueError(f"file path {name!r} escapes the experiment folder")
+        return files
+
+    @property
+    def name(self) -> str:
+        return f"{self.mve_id}_scaled"
+
+    def to_train_spec(self) -> TrainSpec:
+        """The TrainSpec the scaled experiment runs (validated, limits included)."""
+        return TrainSpec.parse(
+            {
+                "name": self.name,
+                "model": self.model.model_dump(mode="json"),
+                "data": {"benchmark": self.benchmark, "seq_len": self.seq_len, "params": self.data_params},
+                "optim": self.optim.model_dump(mode="json"),
+                "precision": "bf16",
+                "resources": {"gpus": self.gpus},
+                "budget": {
+                    "max_steps": self.max_steps,
+                    "max_hours": self.hours,
+                    "eval_interval": self.eval_interval,
+                    "target": self.early_stop_target,
+                    "patience": self.early_stop_patience,
+                },
+            },
+            source=f"plan for MVE {self.mve_id}",
+        )
