@@ -46,6 +46,7 @@ class OfflinePlanner:
 
         plan = self._plan(mve_id, title, facts, model, benchmark, data_params, seq_len, gpus=1, max_steps=1, hours=1.0)
         est = estimate(plan.to_train_spec())
+        plan = plan.model_copy(update={"target_params": est.params})  # the size actually designed
         tokens = TOKENS_PER_PARAM * est.params
         gpus = 1
         steps = max(1, math.ceil(tokens / (self.batch_size * seq_len)))
@@ -58,8 +59,9 @@ class OfflinePlanner:
             steps = max(1, int(steps * 0.9 * MAX_HOURS / hours))
             hours = self._hours(plan, steps, gpus)
         budget_hours = min(MAX_HOURS, round(hours * 1.25 + 0.25, 2))
-        return self._plan(mve_id, title, facts, model, benchmark, data_params, seq_len,
-                          gpus=gpus, max_steps=steps, hours=budget_hours)
+        final = self._plan(mve_id, title, facts, model, benchmark, data_params, seq_len,
+                           gpus=gpus, max_steps=steps, hours=budget_hours)
+        return final.model_copy(update={"target_params": est.params})
 
     # -- rules -------------------------------------------------------------------
 

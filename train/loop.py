@@ -125,7 +125,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 def run_loop(spec: TrainSpec, session, out_dir: str | None = None) -> LoopState:
     from train.data import build_dataset
-    from train.data.base import bits_per_byte
     from train.estimate import build_model_for
 
     t_attempt = time.time()
@@ -160,29 +159,7 @@ def run_loop(spec: TrainSpec, session, out_dir: str | None = None) -> LoopState:
     wandb_run = _wandb(spec, session, out_dir)
 
     def evaluate() -> dict[str, float]:
-        model.eval()
-        nats = scored = nbytes = correct = 0.0
-        with torch.no_grad(), autocast:
-            for i, (x, y) in enumerate(dataset.eval_batches(spec.optim.batch_size, spec.budget.eval_batches)):
-                if i % session.world != session.rank:
-                    continue  # each rank takes its share of the fixed validation batches
-                x, y = x.to(device), y.to(device)
-                logits = model(x).float()
-                mask = y != -100
-                nats += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
-                scored += mask.sum().item()
-                correct += (logits.argmax(-1)[mask] == y[mask]).sum().item()
-                if dataset.token_bytes is not None:
-                    nbytes += dataset.token_bytes.to(y.device)[y[mask]].sum().item()
-        totals = _sum_across(session, [nats, scored, nbytes, correct], device)
-        nats, scored, nbytes, correct = totals
-        model.train()
-        out = {"val_loss": nats / max(scored, 1)}
-        if dataset.metric == "bpb":
-            out["val_bpb"] = nats / math.log(2) / max(nbytes, 1)
-        else:
-            out["val_accuracy"] = correct / max(scored, 1)
-        return out
+        return evaluate_model(model, dataset, spec, device, session, autocast)
 
     def save_checkpoint(tmp: str, weights: bool) -> None:
         if weights:
@@ -311,6 +288,36 @@ def run_loop(spec: TrainSpec, session, out_dir: str | None = None) -> LoopState:
     if wandb_run is not None:
         wandb_run.finish()
     return state
+
+
+def evaluate_model(model, dataset, spec: TrainSpec, device, session=None, autocast=None) -> dict[str, float]:
+    """Validation loss, and bits per byte or accuracy, over the dataset's fixed
+    validation batches; under DDP each rank takes its share and the sums are
+    reduced, so every rank returns the same numbers."""
+    session = session or LocalSession(str(device))
+    autocast = autocast or torch.autocast("cpu", enabled=False)
+    model.eval()
+    nats = scored = nbytes = correct = 0.0
+    with torch.no_grad(), autocast:
+        for i, (x, y) in enumerate(dataset.eval_batches(spec.optim.batch_size, spec.budget.eval_batches)):
+            if i % session.world != session.rank:
+                continue
+            x, y = x.to(device), y.to(device)
+            logits = model(x).float()
+            mask = y != -100
+            nats += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+            scored += mask.sum().item()
+            correct += (logits.argmax(-1)[mask] == y[mask]).sum().item()
+            if dataset.token_bytes is not None:
+                nbytes += dataset.token_bytes.to(y.device)[y[mask]].sum().item()
+    nats, scored, nbytes, correct = _sum_across(session, [nats, scored, nbytes, correct], device)
+    model.train()
+    out = {"val_loss": nats / max(scored, 1)}
+    if dataset.metric == "bpb":
+        out["val_bpb"] = nats / math.log(2) / max(nbytes, 1)
+    else:
+        out["val_accuracy"] = correct / max(scored, 1)
+    return out
 
 
 # -- helpers -------------------------------------------------------------------

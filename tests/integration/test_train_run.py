@@ -42,6 +42,11 @@ def test_tiny_spec_learns_and_writes_results_and_ledger(ray_cluster, tmp_path):
         assert f"### {section}" in ledger
     assert "| stop_reason | max_steps |" in ledger
     assert list((tmp_path / "out/tensorboard").glob("events.out.tfevents.*"))
+    # The saved checkpoint holds the final weights: evaluating it gives the run's final numbers.
+    from train.evaluate import evaluate_checkpoint
+
+    again = evaluate_checkpoint(spec, results["checkpoint"])
+    assert again["val_loss"] == pytest.approx(results["val_loss"], rel=1e-4)
 
 
 @pytest.mark.slow
