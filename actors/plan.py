@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from train.limits import MAX_GPUS, MAX_HOURS
-from train.spec import ModelSpec, OptimSpec, TrainSpec
+from train.limits import MAX_GPUS, MAX_HOURS, check_gpus, check_hours
+from train.spec import ModelSpec, OptimSpec, TrainSpec, check_benchmark
 
 
 class Baseline(BaseModel):
@@ -59,28 +59,9 @@ class ScalePlan(BaseModel):
             raise ValueError(f"must be a three-digit MVE number like '007', got {v!r}")
         return v
 
-    @field_validator("gpus")
-    @classmethod
-    def _gpu_limit(cls, v: int) -> int:
-        if v > MAX_GPUS:
-            raise ValueError(f"asks for {v} GPUs; the hard limit is {MAX_GPUS} GPUs per experiment")
-        return v
-
-    @field_validator("hours")
-    @classmethod
-    def _hour_limit(cls, v: float) -> float:
-        if v > MAX_HOURS:
-            raise ValueError(f"asks for {v:g} hours; the hard limit is {MAX_HOURS:g} hours per experiment")
-        return v
-
-    @field_validator("benchmark")
-    @classmethod
-    def _known_benchmark(cls, v: str) -> str:
-        from train.data import BENCHMARKS
-
-        if v not in BENCHMARKS:
-            raise ValueError(f"unknown benchmark {v!r}; choose one of {', '.join(BENCHMARKS)}")
-        return v
+    _gpu_limit = field_validator("gpus")(lambda cls, v: check_gpus(v))
+    _hour_limit = field_validator("hours")(lambda cls, v: check_hours(v))
+    _known_benchmark = field_validator("benchmark")(lambda cls, v: check_benchmark(v))
 
     @field_validator("files")
     @classmethod

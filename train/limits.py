@@ -18,3 +18,16 @@ DEFAULT_USD_PER_GPU_HOUR = 2.00
 
 class LimitExceeded(ValueError):
     """A job asks for more than the hard limits allow."""
+
+
+def check_gpus(v: int) -> int:
+    """For pydantic validators of a GPU count: the message names the limit."""
+    if v > MAX_GPUS:
+        raise ValueError(f"asks for {v} GPUs; the hard limit is {MAX_GPUS} GPUs per experiment")
+    return v
+
+
+def check_hours(v: float) -> float:
+    if v > MAX_HOURS:
+        raise ValueError(f"asks for {v:g} hours; the hard limit is {MAX_HOURS:g} hours per experiment")
+    return v

@@ -18,9 +18,17 @@ from train.limits import (
     DEFAULT_ASSUMED_MFU,
     DEFAULT_GPU_PEAK_TFLOPS,
     DEFAULT_USD_PER_GPU_HOUR,
-    MAX_GPUS,
-    MAX_HOURS,
+    check_gpus,
+    check_hours,
 )
+
+
+def check_benchmark(v: str) -> str:
+    from train.data import BENCHMARKS
+
+    if v not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {v!r}; choose one of {', '.join(BENCHMARKS)}")
+    return v
 
 
 class _Strict(BaseModel):
@@ -52,14 +60,7 @@ class DataSpec(_Strict):
     seq_len: int = Field(256, gt=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("benchmark")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from train.data import BENCHMARKS
-
-        if v not in BENCHMARKS:
-            raise ValueError(f"unknown benchmark {v!r}; choose one of {', '.join(BENCHMARKS)}")
-        return v
+    _known = field_validator("benchmark")(lambda cls, v: check_benchmark(v))
 
 
 class OptimSpec(_Strict):
@@ -79,12 +80,7 @@ class ResourceSpec(_Strict):
     cpu_workers: int = Field(1, gt=0, description="workers when gpus is 0")
     cpus_per_worker: float = Field(1, gt=0)
 
-    @field_validator("gpus")
-    @classmethod
-    def _gpu_limit(cls, v: int) -> int:
-        if v > MAX_GPUS:
-            raise ValueError(f"asks for {v} GPUs; the hard limit is {MAX_GPUS} GPUs per experiment")
-        return v
+    _gpu_limit = field_validator("gpus")(lambda cls, v: check_gpus(v))
 
     @property
     def workers(self) -> int:
@@ -102,12 +98,7 @@ class BudgetSpec(_Strict):
     max_failures: int = Field(2, ge=0, description="worker failures to recover from, from the last checkpoint")
     divergence_factor: float = Field(4.0, gt=1, description="stop when train loss exceeds this times the loss at start")
 
-    @field_validator("max_hours")
-    @classmethod
-    def _hour_limit(cls, v: float) -> float:
-        if v > MAX_HOURS:
-            raise ValueError(f"asks for {v:g} hours; the hard limit is {MAX_HOURS:g} hours per experiment")
-        return v
+    _hour_limit = field_validator("max_hours")(lambda cls, v: check_hours(v))
 
 
 class CostSpec(_Strict):

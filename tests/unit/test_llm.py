@@ -25,7 +25,7 @@ from actors.llm import (
 )
 from actors.plan import ScalePlan
 
-FAKE_KEY = "sk-ant-test-FAKEKEY0123456789abcdef"
+FAKE_KEY = "test-key-not-a-secret-FAKE0123456789abcdef"
 MODEL = "claude-sonnet-4-5"
 
 # The SDK warns that claude-sonnet-4-5 is deprecated; that is the SDK's concern, not ours.
