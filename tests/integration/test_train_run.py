@@ -117,23 +117,38 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_cluster, tmp_path):
     ckpt_root = tmp_path / "ray_results" / "killme"
     killed = {}
 
+    def registered_step() -> int | None:
+        # Checkpoint files on disk are not enough: the controller must have
+        # registered one (it polls workers for reports), or the restart has
+        # nothing to resume from. It records that in this snapshot.
+        try:
+            snap = json.loads((ckpt_root / "checkpoint_manager_snapshot.json").read_text())
+            return snap["latest_checkpoint_result"]["metrics"]["step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def kill_worker_after_first_checkpoint():
-        # Files of checkpoint N+1 on disk mean checkpoint N is registered with
-        # the controller, so the restart has something to resume from.
         deadline = time.time() + 120
-        while time.time() < deadline and len(list(ckpt_root.glob("checkpoint_*/state.json"))) < 2:
+        while time.time() < deadline and registered_step() is None:
             time.sleep(0.1)
-        pids = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True).stdout.split()
+        killed["after_step"] = registered_step()
+        # Only this run's worker: processes that started after the test did.
+        ps = subprocess.run(["ps", "-eo", "pid=,etimes=,args="], capture_output=True, text=True).stdout
+        age_limit = time.time() - started + 1
+        pids = [line.split()[0] for line in ps.splitlines()
+                if "ray::RayTrainWorker" in line and int(line.split()[1]) <= age_limit]
         for pid in pids:
             os.kill(int(pid), signal.SIGKILL)
         killed["pids"] = pids
 
+    started = time.time()
     killer = threading.Thread(target=kill_worker_after_first_checkpoint)
     killer.start()
     results = run(spec, out_dir=tmp_path, ledger=None)
     killer.join()
     assert killed.get("pids"), "no training worker was found to kill"
-    assert results["resumed_from_step"] is not None and results["resumed_from_step"] >= 25
+    assert killed["after_step"] is not None, "no checkpoint was registered before the run ended"
+    assert results["resumed_from_step"] is not None and results["resumed_from_step"] >= killed["after_step"]
     assert results["steps"] == 400 and results["stop_reason"] == "max_steps"
     assert results["val_loss"] < results["val_loss_at_start"]
 
