@@ -1,90 +1,153 @@
-"""The main job: `python -m actors.main`.
+"""The main job: `python -m actors.main --scalers N`.
 
-For now it brings up the cluster's WorkTracker and takes one demo work item
-through a full lease (claim, heartbeat, release as done), then prints the lease
-table, the same one `python -m actors.work_tracker list` prints. The scaler
-agents plug in here next.
+Joins the Ray cluster (as under `ray job submit`) or starts local Ray, brings
+up the WorkTracker, starts N ScalerAgents over the experiments folder, shows
+progress while they work, and prints what was scaled, failed and skipped with
+GPU-hours and cost. `--interval MINUTES` repeats the round forever. Exits 1 if
+an agent crashed, 2 on bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import sys
 import time
 from pathlib import Path
 
-from actors.leases import LeaseState
-from actors.tracker_client import LeaseKeeper, TrackerClient
 from actors.work_tracker import (
+    NAMESPACE,
     STATE_ENV,
     TrackerConfigError,
     TrackerStartError,
     connect_tracker,
     default_state_path,
-    format_table,
 )
+
+log = logging.getLogger("actors.main")
+PROGRESS_EVERY_S = 10.0
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m actors.main",
-        description="Run the research cluster's main job: join the Ray cluster (or start a "
-        "local one), bring up the WorkTracker, and work through a leased item.",
+        description="Scale up every MVE with a positive verdict: N ScalerAgents claim MVEs through the "
+        "WorkTracker, plan them (Claude with ANTHROPIC_API_KEY set, else the offline planner), write "
+        "code/NNN_scaled/, smoke-test and train them on Ray Train, and record the results.",
     )
-    parser.add_argument(
-        "--state", type=Path, default=None,
-        help=f"the WorkTracker's Parquet state file (default: ${STATE_ENV} or {default_state_path()})",
-    )
-    parser.add_argument(
-        "--hold-s", type=float, default=1.0,
-        help="how long the demo holds its lease, heartbeating, before releasing it (default 1.0)",
-    )
+    parser.add_argument("--scalers", type=int, default=2, help="number of ScalerAgent actors (default 2)")
+    parser.add_argument("--experiments", type=Path, default=Path("examples/experiments"),
+                        help="folder of NNN_slug MVE folders (default: %(default)s)")
+    parser.add_argument("--code", type=Path, default=Path("examples/code"),
+                        help="where NNN_scaled folders are written (default: %(default)s)")
+    parser.add_argument("--proposals", type=Path, default=None, help="folder of NNN_*.md proposals (default: beside --experiments)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--once", action="store_true", help="one round, then exit (the default)")
+    when.add_argument("--interval", type=float, metavar="MINUTES", help="repeat the round every MINUTES, forever")
+    parser.add_argument("--no-launch", action="store_true", help="plan, write and smoke-test, but do not train")
+    parser.add_argument("--dry-run", action="store_true", help="plan only: write nothing, train nothing")
+    parser.add_argument("--model", default=None, help="Claude model for planning (default: $ANTHROPIC_MODEL or the SDK default)")
+    parser.add_argument("--ledger", type=Path, default=None, help="ledger file (default: EXPERIMENTS/EXPERIMENTS.md)")
+    parser.add_argument("--state", type=Path, default=None,
+                        help=f"the WorkTracker's Parquet state file (default: ${STATE_ENV} or {default_state_path()})")
+    parser.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.hold_s < 0:
-        parser.error("--hold-s must be zero or more")
+    if args.scalers < 1:
+        parser.error("--scalers must be at least 1")
+    if args.interval is not None and args.interval <= 0:
+        parser.error("--interval must be a positive number of minutes")
+    if not args.experiments.is_dir():
+        parser.error(f"--experiments folder not found: {args.experiments}")
+    if args.proposals is not None and not args.proposals.is_dir():
+        parser.error(f"--proposals folder not found: {args.proposals}")
     return args
+
+
+def format_summary(outcomes: list[dict]) -> str:
+    if not outcomes:
+        return "Nothing to scale: no scalable, unclaimed MVE left."
+    head = ("MVE", "STATUS", "AGENT", "VAL_LOSS", "GPU_H", "COST", "SECONDS", "REASON")
+    rows = [head]
+    for o in sorted(outcomes, key=lambda o: o["mve_id"]):
+        rows.append((o["mve_id"], o["status"], o["agent"],
+                     "-" if o.get("val_loss") is None else f"{o['val_loss']:.3f}",
+                     f"{o.get('gpu_hours', 0):.2f}", f"${o.get('cost_usd', 0):.2f}", f"{o.get('seconds', 0):.0f}",
+                     (o.get("reason") or "")[:100]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    by = {s: sum(o["status"] == s for o in outcomes) for s in ("scaled", "failed", "planned", "scaffolded", "lost")}
+    lines.append("")
+    lines.append(
+        "scaled {scaled}, failed {failed}, planned {planned}, scaffolded {scaffolded}, lost {lost}; ".format(**by)
+        + f"GPU-hours {sum(o.get('gpu_hours', 0) for o in outcomes):.2f}, "
+        f"cost ${sum(o.get('cost_usd', 0) for o in outcomes):.2f}, "
+        f"LLM tokens {sum(o.get('llm_tokens', 0) for o in outcomes)}, "
+        f"LLM ${sum(o.get('llm_cost_usd', 0) for o in outcomes):.4f}"
+    )
+    return "\n".join(lines)
+
+
+def run_round(agents: dict, tracker) -> tuple[list[dict], list[str]]:
+    """One round: every agent scales what it can claim. Returns (outcomes, crashes)."""
+    import ray
+
+    pending = {agent.run_once.remote(): name for name, agent in agents.items()}
+    outcomes: list[dict] = []
+    crashes: list[str] = []
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
+        for ref in ready:
+            name = pending.pop(ref)
+            try:
+                got = ray.get(ref)
+                outcomes.extend(got)
+                log.info("%s finished its round: %d MVE(s)", name, len(got))
+            except ray.exceptions.RayError as exc:
+                crashes.append(f"{name}: {str(exc).strip().splitlines()[-1][:300]}")
+                log.error("%s crashed: %s", name, crashes[-1])
+        if pending and not ready:
+            held = [f"{c.work_id} by {c.owner}" for c in ray.get(tracker.list_claims.remote("claimed"))]
+            log.info("working: %s; %d agent(s) busy", ", ".join(held) or "no claims held", len(pending))
+    return outcomes, crashes
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("actors.main")
+    import ray
+
+    from actors.scaler_agent import ScalerAgent
 
     try:
-        tracker = connect_tracker(state_path=args.state)
+        tracker = connect_tracker(state_path=args.state, namespace=args.namespace)
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    client = TrackerClient(tracker)
-    owner = f"main@{socket.gethostname()}"
-    work_id = f"demo:{time.strftime('%Y%m%dT%H%M%S')}"
-
-    claim = client.claim(work_id, owner)
-    if claim is None:
-        log.error("could not claim %s: someone else holds it", work_id)
-        return 1
-    log.info("claimed %s with token %d (lease until %s)", work_id, claim.token,
-             time.strftime("%H:%M:%S", time.localtime(claim.expires_at)))
-    # A short heartbeat interval so the demo shows heartbeats within --hold-s.
-    with LeaseKeeper(client, claim, interval_s=max(args.hold_s / 3, 0.05)) as keeper:
-        time.sleep(args.hold_s)
-    if keeper.lost.is_set():
-        log.error("lease on %s was lost while held", work_id)
-        return 1
-    if not client.heartbeat(work_id, claim.token):
-        log.error("heartbeat on %s refused", work_id)
-        return 1
-    if not client.release(work_id, claim.token, LeaseState.DONE.value, {"demo": True}):
-        log.error("release of %s refused", work_id)
-        return 1
-    log.info("released %s as done", work_id)
-
-    import ray
-
-    print(format_table(ray.get(tracker.list_claims.remote())))
-    return 0
+    args.code.mkdir(parents=True, exist_ok=True)
+    ledger = args.ledger or args.experiments / "EXPERIMENTS.md"
+    agent_cls = ray.remote(ScalerAgent)
+    agents = {
+        f"scaler-{i}": agent_cls.options(num_cpus=0, max_restarts=0).remote(
+            f"scaler-{i}", str(args.experiments), str(args.code), str(args.proposals) if args.proposals else None,
+            tracker_namespace=args.namespace, launch=not args.no_launch, dry_run=args.dry_run,
+            model=args.model, ledger=str(ledger),
+        )
+        for i in range(args.scalers)
+    }
+    crashed = False
+    while True:
+        t0 = time.time()
+        outcomes, crashes = run_round(agents, tracker)
+        print(format_summary(outcomes))
+        print(f"round took {time.time() - t0:.0f}s")
+        for c in crashes:
+            print(f"agent crashed: {c}", file=sys.stderr)
+        crashed = crashed or bool(crashes)
+        if args.interval is None:
+            break
+        log.info("next round in %.0f minute(s)", args.interval)
+        time.sleep(args.interval * 60)
+    return 1 if crashed else 0
 
 
 if __name__ == "__main__":

@@ -41,7 +41,13 @@ class OfflinePlanner:
         if family not in ("gpt", "rnn"):
             family = "gpt"
         seq_len = int(facts.get("seq_len", 256))
-        data_params = dict(facts.get("data_params", {}))
+        # MVE notes record data settings under "data_params" or "data"; keep the
+        # ones the benchmark takes (e.g. MQAR's num_kv_pairs and vocab_size).
+        from train.data import benchmark_params
+
+        known = benchmark_params(benchmark)
+        raw = facts.get("data_params") or facts.get("data") or {}
+        data_params = {k: v for k, v in raw.items() if k in known}
         model = self._size_model(family, benchmark, seq_len, data_params)
 
         plan = self._plan(mve_id, title, facts, model, benchmark, data_params, seq_len, gpus=1, max_steps=1, hours=1.0)

@@ -1,7 +1,7 @@
 """ScalerAgent: find MVEs with a positive verdict and scale them up.
 
-For now this module holds the command line that shows what a ScalerAgent would
-pick up:
+The agent itself is `actors.scaler_agent.ScalerAgent` (re-exported here); this
+module holds the command line that shows what the agents would pick up:
 
     python -m actors.scaler scan [--experiments DIR] [--code DIR] [--proposals DIR] [--json]
 
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from actors.mve import MVE, find_mves, normalise_claim
+from actors.scaler_agent import ScalerAgent  # noqa: F401  (the design names it actors.scaler.ScalerAgent)
 
 logger = logging.getLogger(__name__)
 

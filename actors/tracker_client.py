@@ -57,6 +57,9 @@ class TrackerClient:
     def release(self, work_id: str, token: int, outcome: str, result: dict | None = None) -> bool:
         return self._call("release", work_id, token, outcome, result)
 
+    def list_claims(self, state: str | None = None) -> list[Claim]:
+        return self._call("list_claims", state)
+
 
 class LeaseKeeper:
     """Heartbeats one lease from a background thread until stopped.

@@ -94,7 +94,7 @@ def run(
     results = _results(spec, metrics, estimate, out, result)
     _write_json(out / "results.json", results)
     if ledger is not None:
-        _append_ledger(Path(ledger), spec, results, metrics, out, command)
+        append_run_to_ledger(Path(ledger), spec, results, out, command)
     return results
 
 
@@ -146,7 +146,9 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _append_ledger(path: Path, spec: TrainSpec, results: dict, metrics: dict, out: Path, command: str | None):
+def append_run_to_ledger(path: Path, spec: TrainSpec, results: dict, out: Path, command: str | None = None) -> None:
+    """One ledger entry for a finished run (train.run calls this; so do callers
+    that must check something, such as a fencing token, before recording)."""
     from train.ledger import LedgerEntry, append_entry, observe
 
     shown = {k: results[k] for k in RESULT_KEYS if results.get(k) is not None}

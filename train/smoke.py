@@ -30,12 +30,12 @@ def smoke_test(spec: TrainSpec, expected_params: int | None = None, tolerance: f
 
     t0 = time.time()
     checks: dict[str, dict] = {}
-    seq_len = min(spec.data.seq_len, 64)
     model = build_model_for(spec, "cpu")
     params = count_parameters(model)
     dataset = build_dataset(spec.data.benchmark, seq_len=spec.data.seq_len, seed=spec.seed, **spec.data.params)
-    x, y = dataset.train_batch(2, torch.Generator().manual_seed(0))
-    x, y = x[:, :seq_len], y[:, :seq_len]
+    # Whole rows: cutting them short can leave no scored target (MQAR scores
+    # only the queries at the end), and a loss over nothing is NaN.
+    x, y = dataset.train_batch(1 if spec.data.seq_len > 1024 else 2, torch.Generator().manual_seed(0))
     logits = model(x)
     loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
     loss.backward()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -93,8 +94,10 @@ def test_cli_on_a_missing_state_file_says_so(tmp_path):
 def test_cli_bad_usage_is_a_message_not_a_traceback():
     out = run(["-m", "actors.work_tracker", "frobnicate"], _offline_env())
     assert out.returncode == 2 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
-    out = run(["-m", "actors.main", "--hold-s", "-1"], _offline_env())
-    assert out.returncode == 2 and "--hold-s must be zero or more" in out.stderr
+    out = run(["-m", "actors.main", "--scalers", "0"], _offline_env())
+    assert out.returncode == 2 and "--scalers must be at least 1" in out.stderr
+    out = run(["-m", "actors.main", "--experiments", "/nonexistent/experiments"], _offline_env())
+    assert out.returncode == 2 and "--experiments folder not found" in out.stderr
 
 
 def test_unusable_state_path_is_one_clear_error(ray_env, tmp_path):
@@ -108,23 +111,14 @@ def test_unusable_state_path_is_one_clear_error(ray_env, tmp_path):
         ray.get_actor("work_tracker", namespace="ray-autoresearch")
 
 
-def test_main_job_leases_a_demo_item_on_the_cluster(ray_env, tmp_path):
-    state = tmp_path / "main.parquet"
-    try:
-        out = run(["-m", "actors.main", "--state", str(state), "--hold-s", "0.5"], ray_env)
-    finally:
-        stop_tracker()
-    assert out.returncode == 0, out.stderr
-    row = next(line for line in out.stdout.splitlines() if line.startswith("demo:"))
-    assert row.split()[2] == "done"
-    records = SnapshotStore(state).load().records
-    assert len(records) == 1 and records[0].state.value == "done" and records[0].result == {"demo": True}
-
-
 @pytest.mark.slow
-def test_main_job_starts_local_ray_on_a_laptop(tmp_path):
+def test_main_job_dry_run_starts_local_ray_on_a_laptop(tmp_path):
     """The README's main command path: nothing running, so it starts local Ray."""
-    out = run(["-m", "actors.main", "--state", str(tmp_path / "s.parquet")], _offline_env(), timeout=300)
-    assert out.returncode == 0, out.stderr
+    shutil.copytree(os.path.join(ROOT, "examples"), tmp_path / "examples")
+    out = run(["-m", "actors.main", "--scalers", "2", "--dry-run", "--state", str(tmp_path / "s.parquet"),
+               "--experiments", str(tmp_path / "examples/experiments"), "--code", str(tmp_path / "examples/code")],
+              _offline_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
     assert "starting a local one" in out.stderr
-    assert any(line.startswith("demo:") and " done " in line for line in out.stdout.splitlines())
+    assert "planned 3" in out.stdout
+    assert sorted(p.name for p in (tmp_path / "examples/code").iterdir()) == ["006_scaled"]  # a dry run writes nothing
