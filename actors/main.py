@@ -75,10 +75,12 @@ def format_summary(outcomes: list[dict]) -> str:
                      (o.get("reason") or "")[:100]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
-    by = {s: sum(o["status"] == s for o in outcomes) for s in ("scaled", "failed", "planned", "scaffolded", "lost")}
+    by = {s: sum(o["status"] == s for o in outcomes)
+          for s in ("scaled", "failed", "skipped", "planned", "scaffolded", "lost")}
     lines.append("")
     lines.append(
-        "scaled {scaled}, failed {failed}, planned {planned}, scaffolded {scaffolded}, lost {lost}; ".format(**by)
+        "scaled {scaled}, failed {failed}, skipped {skipped}, planned {planned}, scaffolded {scaffolded}, "
+        "lost {lost}; ".format(**by)
         + f"GPU-hours {sum(o.get('gpu_hours', 0) for o in outcomes):.2f}, "
         f"cost ${sum(o.get('cost_usd', 0) for o in outcomes):.2f}, "
         f"LLM tokens {sum(o.get('llm_tokens', 0) for o in outcomes)}, "

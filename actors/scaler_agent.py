@@ -158,7 +158,15 @@ class ScalerAgent:
             tried.add(mve.id)
             claim = self.tracker.claim(mve.work_id, self.agent_id)
             if claim is None:
-                continue  # another agent got there first
+                rec = self.tracker.get(mve.work_id)
+                if rec is not None and rec.state.value == "done":
+                    # Done in the tracker, yet no results here: another checkout
+                    # shares this state file. Say so rather than skip silently.
+                    outcomes.append(Outcome(
+                        mve.id, "skipped", f"{mve.work_id} is done in the WorkTracker's state (by {rec.owner}) "
+                        f"but {mve.scaled_dir}/results.json is missing; use another --state to scale it here",
+                        self.agent_id))
+                continue  # otherwise another agent got there first
             logger.info("%s claimed %s (token %d)", self.agent_id, mve.work_id, claim.token)
             outcomes.append(self._scale(mve, claim))
         return [o.to_dict() for o in outcomes]

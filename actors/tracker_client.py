@@ -60,6 +60,9 @@ class TrackerClient:
     def list_claims(self, state: str | None = None) -> list[Claim]:
         return self._call("list_claims", state)
 
+    def get(self, work_id: str) -> Claim | None:
+        return self._call("get", work_id)
+
 
 class LeaseKeeper:
     """Heartbeats one lease from a background thread until stopped.

@@ -142,6 +142,17 @@ def test_bad_plans_release_the_claim_and_leave_nothing_behind(make_tracker, exam
         assert "gpus" in planner.requests[1].feedback
 
 
+def test_work_done_elsewhere_is_reported_not_silently_skipped(make_tracker, examples):
+    handle = make_tracker()
+    client = TrackerClient(handle)
+    other = client.claim("scale:002", "agent-in-another-checkout")
+    client.release("scale:002", other.token, "done")
+    agent = ScalerAgent("agent", examples / "experiments", examples / "code", tracker=handle, dry_run=True)
+    outcomes = {o["mve_id"]: o for o in agent.run_once()}
+    assert outcomes["002"]["status"] == "skipped" and "results.json is missing" in outcomes["002"]["reason"]
+    assert outcomes["001"]["status"] == outcomes["003"]["status"] == "planned"
+
+
 def test_dry_run_plans_without_writing_or_holding_anything(make_tracker, examples):
     handle = make_tracker()
     agent = ScalerAgent("agent", examples / "experiments", examples / "code", tracker=handle, dry_run=True)
