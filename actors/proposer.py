@@ -44,10 +44,11 @@ _SKIP_SUBSTRINGS = ("SEED", "RANK", "PORT", "DEVICE", "PATH", "DIR", "FILE", "LO
 _SKIP_EXCEPTIONS = ("LOGIT",)
 # Whole "_"-separated tokens that mark a name as not a hyperparameter: the world
 # size, the time budget (changing it would game the comparison), the tokenizer's
-# vocabulary (fixed by the data) and validation settings (they change the ruler).
+# vocabulary (fixed by the data), validation settings and the data itself (they
+# change the ruler), and thread counts (speed, not the model).
 _SKIP_TOKENS = frozenset(
     {"WORLD", "WALLCLOCK", "SECONDS", "TIME", "BUDGET", "VOCAB", "VAL", "EVAL",
-     "WORKERS", "NPROC", "GPUS", "VERBOSE", "DEBUG"}
+     "WORKERS", "NPROC", "GPUS", "VERBOSE", "DEBUG", "DATA", "THREADS"}
 )
 _POW2_MARKERS = ("DIM", "HEADS", "BATCH", "SEQ", "LEN")
 _FRACTION_MARKERS = ("DROPOUT", "BETA", "MOMENTUM", "EMA", "PROB", "FRAC", "RATIO")
