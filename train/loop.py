@@ -15,6 +15,7 @@ limit, counting time spent before a restart), checkpoints through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -233,7 +234,7 @@ def run_loop(spec: TrainSpec, session, out_dir: str | None = None) -> LoopState:
             x, y = dataset.train_batch(spec.optim.batch_size, gen)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             sync = micro == spec.optim.grad_accum - 1 or not hasattr(model, "no_sync")
-            ctx = model.no_sync() if not sync else _nullcontext()
+            ctx = model.no_sync() if not sync else contextlib.nullcontext()
             with ctx, autocast:
                 logits = model(x)
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1)) / spec.optim.grad_accum
@@ -321,14 +322,6 @@ def evaluate_model(model, dataset, spec: TrainSpec, device, session=None, autoca
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _optimizer(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
