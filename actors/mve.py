@@ -29,6 +29,9 @@ from typing import Literal
 
 logger = logging.getLogger(__name__)
 
+# The WorkTracker key of an MVE is SCALE_PREFIX + its number: "scale:003".
+SCALE_PREFIX = "scale:"
+
 MVE_DIR_RE = re.compile(r"^(\d{3})_(\S+)$")
 
 # Markdown emphasis. Masked to spaces (not removed) so that match positions in
@@ -146,7 +149,7 @@ class MVE:
     @property
     def work_id(self) -> str:
         """The WorkTracker key a ScalerAgent claims this MVE under."""
-        return f"scale:{self.id}"
+        return f"{SCALE_PREFIX}{self.id}"
 
 
 # --- reading markdown ----------------------------------------------------------
@@ -592,7 +595,7 @@ def _find_proposal(proposals_dir: Path, mve_id: str) -> Path | None:
 
 def normalise_claim(work_id: str) -> str:
     """"scale:003" (a WorkTracker key) or "003" -> "003"."""
-    return work_id.split(":", 1)[1] if work_id.startswith("scale:") else work_id
+    return work_id[len(SCALE_PREFIX):] if work_id.startswith(SCALE_PREFIX) else work_id
 
 
 def _scan_one(

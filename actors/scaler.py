@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-from actors.mve import MVE, find_mves, normalise_claim
+from actors.mve import MVE, SCALE_PREFIX, find_mves, normalise_claim
 from actors.scaler_agent import ScalerAgent  # noqa: F401  (the design names it actors.scaler.ScalerAgent)
+from actors.work_tracker import running_tracker
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "ray-autoresearch"
-TRACKER_NAME = "work_tracker"
-SCALE_PREFIX = "scale:"
 CLAIMS_TIMEOUT_S = 30.0
 
 
@@ -35,24 +32,14 @@ def live_claims() -> tuple[set[str], str]:
 
     No cluster (or a cluster without a tracker) means nobody can hold a claim.
     """
-    from train.ray_session import cluster_is_running
-
-    try:
-        running = cluster_is_running()
-    except Exception as exc:  # a malformed RAY_ADDRESS, say
-        return set(), f"no claims read ({exc})"
-    if not running:
-        return set(), "no Ray cluster running: no claims"
     import ray
 
     try:
-        if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="ERROR")
-        tracker = ray.get_actor(TRACKER_NAME, namespace=NAMESPACE)
-    except ValueError:
-        return set(), "Ray cluster has no work tracker: no claims"
-    except Exception as exc:
+        tracker = running_tracker()
+    except Exception as exc:  # a malformed RAY_ADDRESS, an unreachable cluster
         return set(), f"could not reach the Ray cluster ({exc}): no claims read"
+    if tracker is None:
+        return set(), "no Ray cluster with a work tracker running: no claims"
     try:
         claims = ray.get(tracker.list_claims.remote("claimed"), timeout=CLAIMS_TIMEOUT_S)
     except Exception as exc:

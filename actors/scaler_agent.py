@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from actors.llm import LLMError, PlanRejected, PlanRequest, Planner, Usage, make_planner
-from actors.mve import MVE, find_mves
+from actors.mve import MVE, SCALE_PREFIX, find_mves, normalise_claim
 from actors.offline_planner import OfflinePlanner
 from actors.plan import ScalePlan
 from actors.scaffold import write_scaled_experiment
 from actors.tracker_client import LeaseKeeper, TrackerClient
+from actors.work_tracker import ACTOR_NAME, NAMESPACE
 from train.estimate import check_fits
 from train.spec import TrainSpec
 
@@ -112,7 +113,7 @@ class ScalerAgent:
         proposals: str | Path | None = None,
         *,
         tracker=None,
-        tracker_namespace: str = "ray-autoresearch",
+        tracker_namespace: str = NAMESPACE,
         launch: bool = True,
         dry_run: bool = False,
         model: str | None = None,
@@ -128,7 +129,7 @@ class ScalerAgent:
         self.experiments = Path(experiments).resolve()
         self.code = Path(code).resolve()
         self.proposals = Path(proposals).resolve() if proposals else None
-        handle = tracker or ray.get_actor("work_tracker", namespace=tracker_namespace)
+        handle = tracker or ray.get_actor(ACTOR_NAME, namespace=tracker_namespace)
         self.tracker = TrackerClient(handle)
         self.launch, self.dry_run = launch, dry_run
         # The API key is read here, in the process that uses it, never shipped.
@@ -148,8 +149,8 @@ class ScalerAgent:
         outcomes: list[Outcome] = []
         tried: set[str] = set()
         while True:
-            held = {c.work_id.split(":", 1)[1] for c in self._live_claims() if c.work_id.startswith("scale:")}
-            tried |= self._recently_released()
+            held, recent = self._claim_states()
+            tried |= recent
             mves = find_mves(self.experiments, self.code, self.proposals, claimed=held)
             todo = [m for m in mves if m.scalable and m.id not in tried]
             if not todo:
@@ -171,19 +172,21 @@ class ScalerAgent:
             outcomes.append(self._scale(mve, claim))
         return [o.to_dict() for o in outcomes]
 
-    def _live_claims(self):
-        return self.tracker.list_claims("claimed")
-
-    def _recently_released(self) -> set[str]:
-        """MVEs released as failed or abandoned (--dry-run, --no-launch) a short
-        while ago: not for this round."""
+    def _claim_states(self) -> tuple[set[str], set[str]]:
+        """From one look at the tracker: MVEs held right now, and MVEs released
+        as failed or abandoned (--dry-run, --no-launch) a short while ago,
+        which wait for a later round."""
         now = time.time()
-        recent = set()
-        for state in ("failed", "abandoned"):
-            for c in self.tracker.list_claims(state):
-                if c.work_id.startswith("scale:") and c.released_at and now - c.released_at < self.retry_failed_after_s:
-                    recent.add(c.work_id.split(":", 1)[1])
-        return recent
+        held, recent = set(), set()
+        for c in self.tracker.list_claims():
+            if not c.work_id.startswith(SCALE_PREFIX):
+                continue
+            if c.live:
+                held.add(normalise_claim(c.work_id))
+            elif c.state.value in ("failed", "abandoned") and c.released_at \
+                    and now - c.released_at < self.retry_failed_after_s:
+                recent.add(normalise_claim(c.work_id))
+        return held, recent
 
     def _scale(self, mve: MVE, claim) -> Outcome:
         t0 = time.time()

@@ -297,15 +297,18 @@ def format_table(claims: list[Claim], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _running_tracker(namespace: str):
-    """The tracker's handle when a cluster with a tracker is up, else None."""
-    from train.ray_session import cluster_is_running
-
-    if not cluster_is_running():
-        return None
+def running_tracker(namespace: str = NAMESPACE):
+    """The tracker's handle when a cluster with a tracker is up, else None.
+    Joins a running cluster but never starts one: read-only commands must not
+    bring up Ray as a side effect."""
     import ray
 
-    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=False, logging_level="ERROR")
+    from train.ray_session import init_ray
+
+    try:
+        init_ray(attach_only=True, log_to_driver=False, logging_level="ERROR")
+    except ConnectionError:
+        return None
     try:
         return ray.get_actor(ACTOR_NAME, namespace=namespace)
     except ValueError:
@@ -336,7 +339,7 @@ def _cli(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     state_path = (args.state.expanduser().resolve() if args.state else default_state_path())
 
-    handle = _running_tracker(args.namespace)
+    handle = running_tracker(args.namespace)
     if handle is not None:
         import ray
 

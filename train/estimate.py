@@ -101,7 +101,9 @@ def estimate(spec: TrainSpec) -> Estimate:
     layers = getattr(model, "n_layers", spec.model.n_layers)
     act_bytes_per_value = 2 if spec.precision == "bf16" else 4
     activations = layers * 34 * s * b * d * (act_bytes_per_value / 2) + s * b * vocab * (2 + 4 + 4)
-    weights, grads, optimizer = 4 * params, 4 * params + 4 * params, 8 * params  # grads incl. DDP buckets
+    weights = 4 * params  # fp32 master weights
+    grads = 8 * params  # fp32 gradients, plus DDP's bucketed copy of them
+    optimizer = 8 * params  # AdamW's two fp32 moments
     base = weights + grads + optimizer + activations
     overhead = 1.0 * GB + 0.10 * base
     per_gpu_gb = (base + overhead) / GB

@@ -100,6 +100,20 @@ def test_cli_bad_usage_is_a_message_not_a_traceback():
     assert out.returncode == 2 and "--experiments folder not found" in out.stderr
 
 
+def test_scan_reads_live_claims_from_the_running_tracker(ray_env, tmp_path):
+    from actors.work_tracker import connect_tracker
+
+    try:
+        TrackerClient(connect_tracker(tmp_path / "state.parquet")).claim("scale:002", "scaler-elsewhere")
+        out = run(["-m", "actors.scaler", "scan", "--json"], ray_env)
+        assert out.returncode == 0, out.stderr
+        rows = {r["id"]: r for r in map(json.loads, out.stdout.splitlines())}
+        assert rows["002"]["scalable"] is False and "claimed" in rows["002"]["reason"]
+        assert rows["001"]["scalable"] and rows["003"]["scalable"]
+    finally:
+        stop_tracker()
+
+
 def test_unusable_state_path_is_one_clear_error(ray_env, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

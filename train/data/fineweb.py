@@ -172,27 +172,21 @@ class FineWeb(WindowedTokenDataset):
                     f"fineweb: no fineweb_{split}_*.bin shards in {root}. " + HOW_TO_GET_IT
                 )
 
-        if tokenizer_path is not None and token_bytes_path is not None:
+        loaders = {"token_bytes_path": load_token_bytes, "tokenizer_path": token_bytes_from_sentencepiece}
+        given = {name: value for name, value in
+                 (("token_bytes_path", token_bytes_path), ("tokenizer_path", tokenizer_path)) if value is not None}
+        if len(given) == 2:
             raise ValueError("fineweb: give either `tokenizer_path` or `token_bytes_path`, not both")
-        if token_bytes_path is not None:
-            source = check_path("token_bytes_path", token_bytes_path)
-            if not source.is_file():
-                raise DatasetUnavailable(
-                    f"fineweb: token_bytes_path {str(source)!r} does not exist. " + HOW_TO_GET_IT
-                )
-            table = load_token_bytes(source, self.vocab_size)
-        elif tokenizer_path is not None:
-            source = check_path("tokenizer_path", tokenizer_path)
-            if not source.is_file():
-                raise DatasetUnavailable(
-                    f"fineweb: tokenizer_path {str(source)!r} does not exist. " + HOW_TO_GET_IT
-                )
-            table = token_bytes_from_sentencepiece(source, self.vocab_size)
-        else:
+        if not given:
             raise DatasetUnavailable(
                 "fineweb: bits per byte needs each token's byte length, so the tokenizer is required: "
                 "pass `tokenizer_path` (the sentencepiece .model) or `token_bytes_path`. " + HOW_TO_GET_IT
             )
+        [(name, value)] = given.items()
+        source = check_path(name, value)
+        if not source.is_file():
+            raise DatasetUnavailable(f"fineweb: {name} {str(source)!r} does not exist. " + HOW_TO_GET_IT)
+        table = loaders[name](source, self.vocab_size)
         self.token_bytes = torch.from_numpy(table)
 
         train = [open_shard(f) for f in train_files]
