@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
+from actors import metrics
 from actors.plan import ScalePlan
 from train.limits import GPU_MEMORY_GB, MAX_GPUS, MAX_HOURS
 
@@ -417,7 +418,16 @@ class AnthropicLLM:
                     *price,
                 )
                 self._price_warned = True
-        return Usage(**counts, cost_usd=cost_usd(price, **counts), requests=1)
+        usage = Usage(**counts, cost_usd=cost_usd(price, **counts), requests=1)
+        metrics.record_llm_usage(self.model, usage)  # every billed response passes here
+        return usage
+
+    def create_message(self, params: dict[str, Any]) -> tuple[Any, Usage, int]:
+        """One `messages.create` call with this client's retries and accounting:
+        (response, usage, attempts). Other tools (the AutoResearch proposer) build
+        their own params and share this path."""
+        response, attempts = self._create(params)
+        return response, self._usage(response), attempts
 
     def design_plan(self, request: PlanRequest) -> tuple[ScalePlan, Usage]:
         params = self.build_params(request)

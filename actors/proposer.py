@@ -30,7 +30,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 __all__ = ["Knob", "Proposal", "find_knobs", "propose", "apply_value", "is_skipped_name"]
 
@@ -407,16 +407,22 @@ _FAILED = {"discard", "crash", "backtrack"}
 
 
 def propose(source: str, history: list[dict] | None = None,
-            dead_ends: set[tuple[str, str]] | frozenset = frozenset(), seed: int = 0) -> Proposal:
+            dead_ends: set[tuple[str, str]] | frozenset = frozenset(), seed: int = 0,
+            only: Callable[[str], bool] | None = None) -> Proposal:
     """One change to one numeric hyperparameter default of ``source``.
 
     ``history``: earlier experiments, oldest first, as dicts with
     ``description``, ``knob``, ``direction``, ``status`` (keep, discard,
-    crash, backtrack) and ``val_bpb``."""
+    crash, backtrack) and ``val_bpb``. ``only``, when given, limits the
+    choice to knobs whose name it accepts."""
     knobs = find_knobs(source)
     if not knobs:
         raise ValueError("no numeric hyperparameter defaults found in the source: expected ALL_CAPS "
                          "constants (LEARNING_RATE = 3e-3) or os.environ.get(\"NAME\", default) defaults")
+    if only is not None:
+        knobs = [k for k in knobs if only(k.name)]
+        if not knobs:
+            raise ValueError("no numeric hyperparameter default of the requested kind in the source")
     history = list(history or [])
     dead = {(str(k), str(d)) for k, d in dead_ends}
     parsed = [(_entry_knob_dir(e), e) for e in history]

@@ -1,0 +1,215 @@
+"""The AutoResearch loop end to end: real git repositories, real training runs of the
+golf template as Ray tasks on the session's local Ray, scripted proposals."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+import pytest
+
+from actors.autoresearch import AutoResearch, ResearchConfig, start_autoresearch
+from actors.research_log import NOTES_SECTIONS, read_results
+from actors.research_proposals import ScriptedResearcher
+from tests.support import make_golf_repo, set_environ_default
+
+pytestmark = pytest.mark.slow
+
+
+def proposal(description, direction, content, kind="tweak", edit_format="file"):
+    return {"hypothesis": f"{description} lowers val_bpb", "evidence": "see results.tsv", "risk": "it may not",
+            "description": description, "direction": direction, "kind": kind, "edit_format": edit_format,
+            "content": content}
+
+
+def set_default(name, value, description, direction):
+    return lambda ctx: proposal(description, direction, set_environ_default(ctx.source, name, value))
+
+
+def add_big_table(ctx):
+    # 16.8M parameters the forward pass never uses: no compute, but int8+zlib of random
+    # weights is ~16.8 MB, over the 16,000,000-byte cap.
+    src = ctx.source.replace("super().__init__()", "super().__init__()\n        self.big_table = "
+                             "nn.Parameter(torch.randn(4100, 4096) * 0.02)", 1)
+    return proposal("add a 4100x4096 lookup table", "bigger embedding", src, kind="structural")
+
+
+def typo_crash(ctx):
+    return proposal("seed torch earlier", "seeding", ctx.source.replace("torch.manual_seed(SEED)",
+                                                                        "torch.manual_seeed(SEED)"))
+
+
+def still_broken_fix(ctx):
+    # The fix for the typo, as a unified diff applied with git apply; it still crashes.
+    fixed = ctx.source.replace("torch.manual_seeed(SEED)", "torch.manual_seed(SEED)\n    raise RuntimeError('still')")
+    diff = "".join(difflib.unified_diff(ctx.source.splitlines(True), fixed.splitlines(True),
+                                        "a/train_gpt.py", "b/train_gpt.py"))
+    return proposal("fix the typo", "seeding", diff, edit_format="diff")
+
+
+@pytest.fixture
+def remote_and_repo(tmp_path):
+    repo = make_golf_repo(tmp_path / "research")
+    remote = git.Repo.init(tmp_path / "remote.git", bare=True)
+    repo.create_remote("origin", str(tmp_path / "remote.git"))
+    repo.git.push("origin", "main")  # the test's own set-up; the loop must never push
+    return repo, remote
+
+
+def test_six_scripted_iterations_keep_discard_crash_and_cap(ray_cluster, remote_and_repo, tmp_path):
+    repo, remote = remote_and_repo
+    remote_refs_before = {r.path: r.commit.hexsha for r in remote.refs}
+    script = [
+        set_default("LEARNING_RATE", "5e-3", "LEARNING_RATE 1e-3 -> 5e-3", "LEARNING_RATE up"),
+        set_default("LEARNING_RATE", "1e-5", "LEARNING_RATE 5e-3 -> 1e-5", "LEARNING_RATE down"),
+        add_big_table,
+        typo_crash,
+        still_broken_fix,
+        set_default("ITERATIONS", "45", "ITERATIONS 30 -> 45", "ITERATIONS up"),
+        set_default("LEARNING_RATE", "1e-4", "LEARNING_RATE 5e-3 -> 1e-4", "LEARNING_RATE down"),
+    ]
+    researcher = ScriptedResearcher(script)
+    loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="t6", timeout_s=120), researcher)
+    summary = loop.run(6)
+
+    assert researcher.remaining == 0 and researcher.calls.count("fix_crash") == 1
+    rows = read_results(Path(repo.working_tree_dir) / "results.tsv")
+    base = [r for r in rows if r.kind == "baseline"]
+    exps = [r for r in rows if r.kind != "baseline"]
+    assert len(base) == 2 and all(r.val_bpb for r in base)
+    assert [(r.n, r.status) for r in exps] == [(1, "keep"), (2, "discard"), (3, "discard"), (4, "crash"),
+                                               (5, "keep"), (6, "discard")]
+    assert exps[0].val_bpb < min(r.val_bpb for r in base) - 0.5  # 6.05 -> ~4.76 here
+    assert exps[1].val_bpb > exps[0].val_bpb
+    assert exps[2].artifact_mb > 16.0  # over the 16,000,000-byte cap: discarded whatever its val_bpb
+    assert exps[3].val_bpb is None and "first version crashed" in exps[3].description
+    assert exps[4].val_bpb < exps[0].val_bpb
+    for r in exps:
+        assert r.reasoning.startswith("REASONING | Hypothesis:")
+
+    # The branch head is the best commit, and its file is the kept one.
+    assert repo.active_branch.name == "autoresearch/t6"
+    assert repo.head.commit.hexsha == exps[4].commit == summary["best_commit"]
+    assert 'os.environ.get("ITERATIONS", 45)' in (Path(repo.working_tree_dir) / "train_gpt.py").read_text()
+    assert not repo.is_dirty(untracked_files=False)
+    # Every discarded (and crashed) commit is reachable from a tag, the crashed first try included.
+    tagged = {t.commit.hexsha for t in repo.tags}
+    for r in exps:
+        if r.status != "keep":
+            assert r.commit in tagged, r
+    assert "autoresearch/t6/discard/4-crashed" in [t.name for t in repo.tags]
+    # One commit per experiment on the branch: baseline commit + 2 kept experiments.
+    subjects = [c.summary for c in repo.iter_commits("autoresearch/t6")]
+    assert subjects[:2] == ["autoresearch 5: ITERATIONS 30 -> 45", "autoresearch 1: LEARNING_RATE 1e-3 -> 5e-3"]
+
+    # results.tsv and notes.md are untracked and excluded.
+    exclude = (Path(repo.git_dir) / "info" / "exclude").read_text()
+    assert "results.tsv" in exclude and "notes.md" in exclude
+    assert "results.tsv" not in repo.git.status("--porcelain")
+    notes = (Path(repo.working_tree_dir) / "notes.md").read_text()
+    for section in NOTES_SECTIONS:
+        assert f"## {section}" in notes
+    assert "ANALYSIS" in notes and "Lesson:" in notes and "### 6." in notes
+    assert "over the 16,000,000-byte cap" in notes
+    assert re.search(r"## Best Known Config\s+- commit `" + exps[4].commit[:10], notes)
+    # Logs saved, one per run.
+    logs = sorted(p.name for p in (Path(repo.working_tree_dir) / ".autoresearch" / "logs" / "t6").iterdir())
+    assert logs == ["001.log", "002.log", "003.log", "004-fix.log", "004.log", "005.log", "006.log",
+                    "baseline-1.log", "baseline-2.log"]
+
+    # Never pushed: the remote is exactly as the test left it.
+    assert {r.path: r.commit.hexsha for r in remote.refs} == remote_refs_before
+    assert not any("autoresearch" in r.path for r in remote.refs)
+
+
+def test_existing_branch_is_refused_without_resume(ray_cluster, tmp_path):
+    repo = make_golf_repo(tmp_path / "r")
+    repo.create_head("autoresearch/dup")
+    loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="dup"), ScriptedResearcher())
+    from actors.autoresearch import ResearchError
+
+    with pytest.raises(ResearchError, match="already exists.*--resume"):
+        loop.prepare()
+    assert repo.active_branch.name == "main"
+
+
+def _training_pids() -> list[int]:
+    """Processes whose working directory is a training run's (autoresearch-run-*)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and "autoresearch-run-" in str((proc / "cwd").readlink()):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_killed_actor_resumes_and_a_timeout_is_a_crash(ray_cluster, make_tracker, tmp_path):
+    import ray
+
+    make_tracker()
+    repo = make_golf_repo(tmp_path / "r")
+    root = Path(repo.working_tree_dir)
+    hang = lambda ctx: proposal("sleep before training", "sleeping",  # noqa: E731
+                                ctx.source.replace("def main():", "def main():\n    time.sleep(3600)", 1))
+    script = [set_default("LEARNING_RATE", "5e-3", "LEARNING_RATE 1e-3 -> 5e-3", "LEARNING_RATE up"), hang]
+    cfg = ResearchConfig(repo=root, tag="kill", timeout_s=600, tracker_namespace=make_tracker.namespace)
+    actor = start_autoresearch(cfg, ScriptedResearcher(script))
+    ref = actor.run.remote(5)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (
+            git.Repo(root).head.commit.summary.startswith("autoresearch 2:") and _training_pids()):
+        time.sleep(0.5)
+    assert _training_pids(), "experiment 2 never started"
+    ray.kill(actor, no_restart=True)
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(ref)
+    rows = read_results(root / "results.tsv")
+    assert [(r.n, r.status) for r in rows if r.kind != "baseline"] == [(1, "keep")]
+    assert repo.head.commit.summary.startswith("autoresearch 2:")  # committed, never measured
+    # The hanging run dies with its worker: no training process is left behind.
+    deadline = time.time() + 30
+    while _training_pids() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _training_pids()
+
+    # Resume: the claim of the dead actor is taken over, the unmeasured experiment 2
+    # is run again, and this time the 3-second timeout kills it: a crash.
+    cfg2 = ResearchConfig(repo=root, tag="kill", timeout_s=3, resume=True, tracker_namespace=make_tracker.namespace)
+    actor2 = start_autoresearch(cfg2, ScriptedResearcher())
+    summary = ray.get(actor2.run.remote(1), timeout=120)
+    rows = read_results(root / "results.tsv")
+    exps = [(r.n, r.status) for r in rows if r.kind != "baseline"]
+    assert exps == [(1, "keep"), (2, "crash")]
+    assert "timed out after 3s" in (root / "notes.md").read_text()
+    assert len([r for r in rows if r.kind == "baseline"]) == 2  # the baseline is not run again
+    assert repo.head.commit.hexsha == rows[2].commit == summary["best_commit"]
+    assert "autoresearch/kill/discard/2" in [t.name for t in repo.tags]
+    assert "killed after the 3s wall-clock timeout" in (root / ".autoresearch/logs/kill/002.log").read_text()
+    # The branch lease was released when the loop finished.
+    from actors.work_tracker import ACTOR_NAME
+
+    tracker = ray.get_actor(ACTOR_NAME, namespace=make_tracker.namespace)
+    held = [c for c in ray.get(tracker.list_claims.remote("claimed")) if c.work_id.startswith("autoresearch:")]
+    assert held == []
+
+
+def test_cli_refuses_bad_input_without_traceback(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "actors.autoresearch", "run", *args], capture_output=True,
+                              text=True, timeout=60)
+
+    p = run("--repo", str(tmp_path / "missing"))
+    assert p.returncode == 2 and "is not a folder" in p.stderr and "Traceback" not in p.stderr
+    p = run("--tag", "bad tag!")
+    assert p.returncode == 2 and "--tag" in p.stderr and "Traceback" not in p.stderr
+    p = run("--set", "NOEQUALS")
+    assert p.returncode == 2 and "NAME=VALUE" in p.stderr
+    p = run("--iterations", "-1")
+    assert p.returncode == 2 and "--iterations" in p.stderr
