@@ -70,7 +70,8 @@ log = logging.getLogger(__name__)
 ARTIFACT_CAP_BYTES = 16_000_000
 DEFAULT_TIMEOUT_S = 15 * 60
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "examples" / "golf"
-DEFAULT_WORKSPACE = Path("runs/autoresearch/workspace")
+# Beside the WorkTracker's state: outlives `ray job submit` working directories.
+DEFAULT_WORKSPACE = Path("~/.ray-autoresearch/workspace")
 STATE_DIR = ".autoresearch"  # run logs, untracked
 WORK_PREFIX = "autoresearch:"
 BASELINE_RUNS = 2
@@ -107,6 +108,7 @@ class ResearchConfig:
     owner: str | None = None
 
     def __post_init__(self) -> None:
+        self.workspace = Path(self.workspace).expanduser()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.tag or ""):
             raise ResearchError(f"--tag {self.tag!r}: use letters, digits, '.', '_' or '-' (at most 64)")
         if self.timeout_s <= 0:
@@ -211,10 +213,11 @@ class Measurement:
     artifact_bytes: int | None
     crashed: bool
     error: str | None
-    seconds: float
+    seconds: float  # the training process's own wall time
     timed_out: bool
     steps: int | None
     log_path: Path
+    wall_s: float = 0.0  # submit to result, Ray scheduling and transfer included
 
     @property
     def artifact_mb(self) -> float | None:
@@ -238,6 +241,7 @@ class AutoResearch:
         self.log_text = ""
         self.stop_reason = ""
         self._pending: tuple[int, ResearchProposal] | None = None  # committed, not yet measured (resume)
+        self.timings: list[dict] = []  # per experiment: seconds spent in each phase (bench_autoresearch)
 
     # ------------------------------------------------------------- set-up
 
@@ -447,8 +451,10 @@ class AutoResearch:
         log_path = self.root / STATE_DIR / "logs" / cfg.tag / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("running %s (%s; %d GPU(s), timeout %.0fs)", name, cfg.file, cfg.gpus, cfg.timeout_s)
+        t0 = time.perf_counter()
         run = run_on_ray(source, Path(cfg.file).name, env=cfg.env, timeout_s=cfg.timeout_s, gpus=cfg.gpus,
                          cpus=cfg.cpus)
+        wall = time.perf_counter() - t0
         log_path.write_text(run.log, encoding="utf-8")
         parsed = parse_log(run.log)
         val = parsed.get("val_bpb")
@@ -461,7 +467,7 @@ class AutoResearch:
             error = parsed.get("error") or (f"exit code {run.returncode}" if run.returncode else "no final val_bpb")
         m = Measurement(val_bpb=val if not crashed else None, artifact_bytes=parsed.get("artifact_bytes"),
                         crashed=crashed, error=error, seconds=run.seconds, timed_out=run.timed_out,
-                        steps=parsed.get("steps"), log_path=log_path)
+                        steps=parsed.get("steps"), log_path=log_path, wall_s=wall)
         log.info("%s: %s in %.0fs", name, f"crash ({error})" if crashed else f"val_bpb {val:.4f}, artifact "
                  f"{m.artifact_bytes or 0:,} bytes", run.seconds)
         return m
@@ -527,9 +533,11 @@ class AutoResearch:
     def step(self) -> ResultRow:
         """One experiment, from proposal to row. Returns the row written."""
         cfg = self.config
+        t_start = time.perf_counter()
         rows = self.rows()
         s = standing(rows)
         pending, self._pending = self._pending, None
+        t_propose = t_commit = 0.0
         if pending:
             n, proposal = pending
             source = (self.root / cfg.file).read_text()
@@ -539,12 +547,17 @@ class AutoResearch:
             source_before = (self.root / cfg.file).read_text()
             context = self._context(rows, source_before)
             proposal, source = self._ask(context)
+            t_propose = time.perf_counter() - t_start
+            t0 = time.perf_counter()
             commit = self._commit(n, proposal, source)
+            t_commit = time.perf_counter() - t0
         if proposal.ideas:
             self.ideas = list(proposal.ideas)
         log.info("experiment %d: %s [%s, %s] commit %s", n, proposal.description, proposal.kind,
                  proposal.direction, commit[:10])
+        t_run0 = time.perf_counter()
         m = self._measure(source, f"{n:03d}")
+        t_run = time.perf_counter() - t_run0
         fixed = ""
         if m.crashed and not m.timed_out and self.researcher.can_fix_crashes:
             # One retry for a trivial fix. The crashed version stays reachable from a tag.
@@ -560,6 +573,7 @@ class AutoResearch:
                 fixed = f" (first version crashed: {first}, tagged {tag}; retried once with a fix: {fix.description})"
                 log.info("experiment %d crashed (%s); retrying with a fix: %s", n, first, fix.description)
                 m = self._measure(source, f"{n:03d}-fix")
+        t_after0 = time.perf_counter()
         status, why = self._decide(m, proposal, s, source)
         if status != "keep":
             tag = self._tag(f"discard/{n}", commit)
@@ -575,6 +589,10 @@ class AutoResearch:
         self._check_regression(self.rows())
         self._write_notes()
         self._record_metrics()
+        self.timings.append({"n": n, "propose_s": t_propose, "commit_s": t_commit, "run_wall_s": t_run,
+                             "training_s": m.seconds, "launch_s": max(0.0, m.wall_s - m.seconds),
+                             "save_parse_s": max(0.0, t_run - m.wall_s),
+                             "parse_decide_record_s": time.perf_counter() - t_after0, "status": status})
         return row
 
     def _decide(self, m: Measurement, proposal: ResearchProposal, s, source: str) -> tuple[str, str]:

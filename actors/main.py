@@ -1,10 +1,12 @@
 """The main job: `python -m actors.main --scalers N`.
 
 Joins the Ray cluster (as under `ray job submit`) or starts local Ray, brings
-up the WorkTracker, starts N ScalerAgents over the experiments folder, shows
-progress while they work, and prints what was scaled, failed and skipped with
-GPU-hours and cost. `--interval MINUTES` repeats the round forever. Exits 1 if
-an agent crashed, 2 on bad arguments.
+up the WorkTracker, starts N ScalerAgents over the experiments folder and, beside
+them, the AutoResearch loop on its research repository (unless
+`--no-autoresearch`), shows progress while they work, and prints what was scaled,
+failed and skipped with GPU-hours and cost, and what the loop kept. `--interval
+MINUTES` repeats the round forever. Exits 1 if an agent crashed, 2 on bad
+arguments.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from actors.autoresearch import DEFAULT_WORKSPACE, ResearchConfig, ResearchError, default_tag
+from actors.autoresearch import format_summary as format_research_summary
 from actors.work_tracker import (
     NAMESPACE,
     STATE_ENV,
@@ -50,8 +54,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ledger", type=Path, default=None, help="ledger file (default: EXPERIMENTS/EXPERIMENTS.md)")
     parser.add_argument("--state", type=Path, default=None,
                         help=f"the WorkTracker's Parquet state file (default: ${STATE_ENV} or {default_state_path()})")
+    research = parser.add_argument_group("AutoResearch (the keep/discard loop beside the scalers)")
+    research.add_argument("--no-autoresearch", action="store_true", help="do not start the AutoResearch loop")
+    research.add_argument("--autoresearch-iterations", type=int, default=1, metavar="K",
+                          help="experiments per round after the two baseline runs (default 1)")
+    research.add_argument("--autoresearch-repo", type=Path, default=None, metavar="PATH",
+                          help="git repository holding train_gpt.py (default: a workspace made from examples/golf "
+                          "in --autoresearch-workspace)")
+    research.add_argument("--autoresearch-workspace", type=Path, default=DEFAULT_WORKSPACE, metavar="DIR",
+                          help="where that workspace lives (default: %(default)s, which outlives `ray job submit` "
+                          "working directories)")
+    research.add_argument("--autoresearch-tag", default=None, metavar="TAG",
+                          help="branch autoresearch/TAG, continued when it exists (default: today, e.g. nov22)")
     parser.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.autoresearch_iterations < 0:
+        parser.error("--autoresearch-iterations must be >= 0")
+    if args.autoresearch_repo is not None and not args.autoresearch_repo.is_dir():
+        parser.error(f"--autoresearch-repo folder not found: {args.autoresearch_repo}")
     if args.scalers < 1:
         parser.error("--scalers must be at least 1")
     if args.interval is not None and args.interval <= 0:
@@ -89,28 +109,41 @@ def format_summary(outcomes: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_round(agents: dict, tracker) -> tuple[list[dict], list[str]]:
-    """One round: every agent scales what it can claim. Returns (outcomes, crashes)."""
+def run_round(agents: dict, tracker, research=None, iterations: int = 0
+              ) -> tuple[list[dict], list[str], dict | None]:
+    """One round: every agent scales what it can claim, and the AutoResearch loop
+    (when given) runs `iterations` experiments. Returns (outcomes, crashes, research summary)."""
     import ray
 
     pending = {agent.run_once.remote(): name for name, agent in agents.items()}
+    if research is not None:
+        pending[research.run.remote(iterations)] = "autoresearch"
     outcomes: list[dict] = []
     crashes: list[str] = []
+    summary = None
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
         for ref in ready:
             name = pending.pop(ref)
             try:
                 got = ray.get(ref)
-                outcomes.extend(got)
-                log.info("%s finished its round: %d MVE(s)", name, len(got))
+                if name == "autoresearch":
+                    summary = got
+                    log.info("autoresearch finished its round: %d experiment(s)", got["experiments"])
+                else:
+                    outcomes.extend(got)
+                    log.info("%s finished its round: %d MVE(s)", name, len(got))
             except ray.exceptions.RayError as exc:
-                crashes.append(f"{name}: {str(exc).strip().splitlines()[-1][:300]}")
+                cause = exc.as_instanceof_cause() if isinstance(exc, ray.exceptions.RayTaskError) else exc
+                if isinstance(cause, ResearchError):
+                    crashes.append(f"{name}: {cause}")
+                else:
+                    crashes.append(f"{name}: {str(exc).strip().splitlines()[-1][:300]}")
                 log.error("%s crashed: %s", name, crashes[-1])
         if pending and not ready:
             held = [f"{c.work_id} by {c.owner}" for c in ray.get(tracker.list_claims.remote("claimed"))]
             log.info("working: %s; %d agent(s) busy", ", ".join(held) or "no claims held", len(pending))
-    return outcomes, crashes
+    return outcomes, crashes, summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,11 +169,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         for i in range(args.scalers)
     }
+    research = None
+    if not (args.no_autoresearch or args.dry_run or args.no_launch):
+        from actors.autoresearch import start_autoresearch
+
+        try:
+            config = ResearchConfig(
+                repo=args.autoresearch_repo.resolve() if args.autoresearch_repo else None,
+                workspace=args.autoresearch_workspace.expanduser().resolve(),
+                tag=args.autoresearch_tag or default_tag(), resume="auto", model=args.model,
+                gpus=1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0, tracker_namespace=args.namespace)
+        except ResearchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        research = start_autoresearch(config)
     crashed = False
     while True:
         t0 = time.time()
-        outcomes, crashes = run_round(agents, tracker)
+        outcomes, crashes, research_summary = run_round(agents, tracker, research, args.autoresearch_iterations)
         print(format_summary(outcomes))
+        if research_summary is not None:
+            print(format_research_summary(research_summary))
         print(f"round took {time.time() - t0:.0f}s")
         for c in crashes:
             print(f"agent crashed: {c}", file=sys.stderr)

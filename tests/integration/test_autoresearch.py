@@ -213,3 +213,28 @@ def test_cli_refuses_bad_input_without_traceback(tmp_path):
     assert p.returncode == 2 and "NAME=VALUE" in p.stderr
     p = run("--iterations", "-1")
     assert p.returncode == 2 and "--iterations" in p.stderr
+
+
+def test_main_job_runs_the_loop_beside_the_scalers(ray_cluster, make_tracker, tmp_path):
+    """`python -m actors.main` starts AutoResearch next to the ScalerAgents (here with
+    nothing to scale), and a second round continues the same branch."""
+    import shutil
+
+    from actors.main import main
+
+    make_tracker()
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    src = Path(__file__).resolve().parents[2] / "examples" / "experiments"
+    shutil.copytree(next(src.glob("004_*")), experiments / next(src.glob("004_*")).name)  # a negative MVE
+    repo = make_golf_repo(tmp_path / "research")
+    argv = ["--scalers", "1", "--experiments", str(experiments), "--code", str(tmp_path / "code"),
+            "--namespace", make_tracker.namespace, "--autoresearch-repo", repo.working_tree_dir,
+            "--autoresearch-tag", "main", "--autoresearch-iterations", "1"]
+    assert main(argv) == 0
+    rows = read_results(Path(repo.working_tree_dir) / "results.tsv")
+    assert [r.kind for r in rows] == ["baseline", "baseline", "tweak"]
+    assert repo.active_branch.name == "autoresearch/main"
+    assert main(argv) == 0  # the branch exists: main continues it, baseline not rerun
+    rows = read_results(Path(repo.working_tree_dir) / "results.tsv")
+    assert [r.n for r in rows] == [0, 0, 1, 2]

@@ -42,7 +42,7 @@ def test_five_scalers_scale_every_positive_mve_exactly_once(ray_cluster, example
     already_scaled = _snapshot(examples / "code/006_scaled")
     ledger_before = (examples / "experiments/EXPERIMENTS.md").read_text()
     argv = ["--scalers", "5", "--experiments", str(examples / "experiments"), "--code", str(examples / "code"),
-            "--state", str(tmp_path / "state.parquet"), "--namespace", namespace]
+            "--state", str(tmp_path / "state.parquet"), "--namespace", namespace, "--no-autoresearch"]
     try:
         assert main(argv) == 0
         tracker = ray.get_actor("work_tracker", namespace=namespace)
