@@ -228,6 +228,10 @@ class AutoResearch:
     """The loop. Use it in-process, or as a Ray actor (`start_autoresearch`)."""
 
     def __init__(self, config: ResearchConfig, researcher: Researcher | None = None) -> None:
+        if not logging.getLogger().handlers:
+            # In a Ray actor nothing configures logging: without this the progress
+            # lines (experiment n, keep/discard) never reach the driver's console.
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.config = config
         self.researcher = researcher or make_researcher(offline_only=config.offline, model=config.model,
                                                         seed=config.seed)

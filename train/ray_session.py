@@ -16,14 +16,39 @@ logger = logging.getLogger(__name__)
 
 
 def cluster_is_running() -> bool:
-    """True when `ray.init(address="auto")` would find a cluster to join."""
+    """True when `ray.init(address="auto")` would find a cluster to join.
+
+    The address comes from RAY_ADDRESS or the file `ray start` leaves in
+    /tmp/ray; a head that died without `ray stop` leaves that file behind, and
+    joining it would retry for minutes. So the GCS port must also accept a
+    connection."""
     if ray.is_initialized():
         return True
     try:
         from ray._private.services import canonicalize_bootstrap_address
 
-        return canonicalize_bootstrap_address(os.environ.get("RAY_ADDRESS", "auto")) is not None
+        address = canonicalize_bootstrap_address(os.environ.get("RAY_ADDRESS", "auto"))
     except ConnectionError:
+        return False
+    if address is None:
+        return False
+    if not _reachable(address):
+        if os.environ.get("RAY_ADDRESS"):
+            return True  # named explicitly: let Ray report what is wrong with it
+        logger.warning("ignoring the stale Ray address %s: nothing listens there (a head that died "
+                       "without `ray stop`?)", address)
+        return False
+    return True
+
+
+def _reachable(address: str, timeout_s: float = 2.0) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
         return False
 
 
