@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from actors import metrics
 from actors.llm import LLMError, PlanRejected, PlanRequest, Planner, Usage, make_planner
 from actors.mve import MVE, SCALE_PREFIX, find_mves, normalise_claim
 from actors.offline_planner import OfflinePlanner
@@ -167,9 +168,11 @@ class ScalerAgent:
                         mve.id, "skipped", f"{mve.work_id} is done in the WorkTracker's state (by {rec.owner}) "
                         f"but {mve.scaled_dir}/results.json is missing; use another --state to scale it here",
                         self.agent_id))
+                    metrics.record_mve_outcome("skipped")
                 continue  # otherwise another agent got there first
             logger.info("%s claimed %s (token %d)", self.agent_id, mve.work_id, claim.token)
             outcomes.append(self._scale(mve, claim))
+            metrics.record_mve_outcome(outcomes[-1].status)
         return [o.to_dict() for o in outcomes]
 
     def _claim_states(self) -> tuple[set[str], set[str]]:
@@ -291,8 +294,10 @@ class ScalerAgent:
         if not self.gpus_available:
             spec, mode = laptop_spec(spec), "laptop rehearsal (CPU, model capped at d128x2, 40 steps)"
         self._check(keeper)
-        results = run(spec, out_dir=folder / "run", ledger=None,
-                      command=f"python {folder / 'train.py'}" + ("" if mode == "full" else " (laptop rehearsal)"))
+        with metrics.training_job_running(self.agent_id):
+            results = run(spec, out_dir=folder / "run", ledger=None,
+                          command=f"python {folder / 'train.py'}" + ("" if mode == "full" else " (laptop rehearsal)"))
+        metrics.record_training_spend(results.get("gpu_hours"), results.get("cost_usd"))
         # Fencing: record only while our token still holds.
         self._check(keeper)
         if not self.tracker.heartbeat(mve.work_id, claim.token):

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from actors import metrics
 from actors.lease_store import SnapshotStore, StateLockedError
 from actors.leases import DEFAULT_TTL_S, Claim, LeaseState, LeaseTable
 
@@ -73,6 +74,7 @@ class WorkTracker:
         self.started_at = time.time()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         live = len(self.table.list_claims(LeaseState.CLAIMED))
+        metrics.set_claims_held(live)
         logger.info(
             "work tracker up: %s (%s), %d records, %d live leases refreshed, next token %d",
             self.store.path, loaded.source, len(self.table), live, self.table.next_token,
@@ -81,24 +83,31 @@ class WorkTracker:
     # -- the lease API -------------------------------------------------------
 
     async def claim(self, work_id: str, owner: str, request_id: str | None = None) -> Claim | None:
+        before = self.table.get(work_id)
         grant = self.table.claim(work_id, owner, request_id)
+        _count_eviction(before, self.table.get(work_id))
         await self._commit()
         return grant
 
     async def heartbeat(self, work_id: str, token: int) -> bool:
+        before = self.table.get(work_id)
         ok = self.table.heartbeat(work_id, token)
+        _count_eviction(before, self.table.get(work_id))
         await self._commit()  # a no-op unless the heartbeat found the lease expired
         return ok
 
     async def release(
         self, work_id: str, token: int, outcome: str, result: dict[str, Any] | None = None
     ) -> bool:
+        before = self.table.get(work_id)
         ok = self.table.release(work_id, token, outcome, result)
+        _count_eviction(before, self.table.get(work_id))
         await self._commit()
         return ok
 
     async def evict_stale(self) -> list[Claim]:
         evicted = self.table.evict_stale()
+        metrics.record_claims_evicted(len(evicted))
         await self._commit()
         for rec in evicted:
             logger.warning("evicted %s from %s (token %d): lease expired", rec.work_id, rec.owner, rec.token)
@@ -109,6 +118,7 @@ class WorkTracker:
         if not evict_live:
             return await self.evict_stale()
         evicted = self.table.evict_all_live()
+        metrics.record_claims_evicted(len(evicted))
         await self._commit()
         return evicted
 
@@ -163,6 +173,7 @@ class WorkTracker:
             await asyncio.to_thread(self.store.write, records, next_token)
             self._durable_version = version
             self.commits += 1
+            metrics.set_claims_held(sum(r.live for r in records))
         finally:
             self._flush = None
 
@@ -173,6 +184,15 @@ class WorkTracker:
                 await self.evict_stale()
             except Exception:  # keep sweeping: a full disk may clear up
                 logger.exception("lease sweep failed")
+
+
+def _count_eviction(before: Claim | None, after: Claim | None) -> None:
+    """A call that finds a lease expired before the sweep did evicts it (and a
+    claim then re-grants the work): count it like the sweep's evictions."""
+    if before is not None and before.live and after is not None and (
+        after.state is LeaseState.EVICTED or after.token != before.token
+    ):
+        metrics.record_claims_evicted(1)
 
 
 class TrackerConfigError(RuntimeError):
