@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from actors.scaler_agent import ScalerAgent
 
@@ -161,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     args.code.mkdir(parents=True, exist_ok=True)
     ledger = args.ledger or args.experiments / "EXPERIMENTS.md"
     agent_cls = ray.remote(ScalerAgent)
+    # On this node: the experiments and code folders are here, and so is the API key
+    # (only the head's Ray processes have it); training jobs still go where the GPUs are.
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     agents = {
-        f"scaler-{i}": agent_cls.options(num_cpus=0, max_restarts=0).remote(
+        f"scaler-{i}": agent_cls.options(num_cpus=0, max_restarts=0, scheduling_strategy=here).remote(
             f"scaler-{i}", str(args.experiments), str(args.code), str(args.proposals) if args.proposals else None,
             tracker_namespace=args.namespace, launch=not args.no_launch, dry_run=args.dry_run,
             model=args.model, ledger=str(ledger),
