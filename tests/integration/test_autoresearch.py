@@ -158,40 +158,40 @@ def test_killed_actor_resumes_and_a_timeout_is_a_crash(ray_cluster, make_tracker
     root = Path(repo.working_tree_dir)
     hang = lambda ctx: proposal("sleep before training", "sleeping",  # noqa: E731
                                 ctx.source.replace("def main():", "def main():\n    time.sleep(3600)", 1))
-    script = [set_default("LEARNING_RATE", "5e-3", "LEARNING_RATE 1e-3 -> 5e-3", "LEARNING_RATE up"), hang]
     cfg = ResearchConfig(repo=root, tag="kill", timeout_s=600, tracker_namespace=make_tracker.namespace)
-    actor = start_autoresearch(cfg, ScriptedResearcher(script))
+    actor = start_autoresearch(cfg, ScriptedResearcher([hang]))
     ref = actor.run.remote(5)
     deadline = time.time() + 180
     while time.time() < deadline and not (
-            git.Repo(root).head.commit.summary.startswith("autoresearch 2:") and _training_pids()):
+            git.Repo(root).head.commit.summary.startswith("autoresearch 1:") and _training_pids()):
         time.sleep(0.5)
-    assert _training_pids(), "experiment 2 never started"
+    assert _training_pids(), "experiment 1 never started"
     ray.kill(actor, no_restart=True)
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(ref)
     rows = read_results(root / "results.tsv")
-    assert [(r.n, r.status) for r in rows if r.kind != "baseline"] == [(1, "keep")]
-    assert repo.head.commit.summary.startswith("autoresearch 2:")  # committed, never measured
+    assert [r.kind for r in rows] == ["baseline", "baseline"]
+    baseline_commit = rows[0].commit
+    assert repo.head.commit.summary.startswith("autoresearch 1:")  # committed, never measured
     # The hanging run dies with its worker: no training process is left behind.
     deadline = time.time() + 30
     while _training_pids() and time.time() < deadline:
         time.sleep(0.5)
     assert not _training_pids()
 
-    # Resume: the claim of the dead actor is taken over, the unmeasured experiment 2
+    # Resume: the claim of the dead actor is taken over, the unmeasured experiment 1
     # is run again, and this time the 3-second timeout kills it: a crash.
     cfg2 = ResearchConfig(repo=root, tag="kill", timeout_s=3, resume=True, tracker_namespace=make_tracker.namespace)
     actor2 = start_autoresearch(cfg2, ScriptedResearcher())
     summary = ray.get(actor2.run.remote(1), timeout=120)
     rows = read_results(root / "results.tsv")
     exps = [(r.n, r.status) for r in rows if r.kind != "baseline"]
-    assert exps == [(1, "keep"), (2, "crash")]
+    assert exps == [(1, "crash")]
     assert "timed out after 3s" in (root / "notes.md").read_text()
     assert len([r for r in rows if r.kind == "baseline"]) == 2  # the baseline is not run again
-    assert repo.head.commit.hexsha == rows[2].commit == summary["best_commit"]
-    assert "autoresearch/kill/discard/2" in [t.name for t in repo.tags]
-    assert "killed after the 3s wall-clock timeout" in (root / ".autoresearch/logs/kill/002.log").read_text()
+    assert repo.head.commit.hexsha == baseline_commit == summary["best_commit"]
+    assert "autoresearch/kill/discard/1" in [t.name for t in repo.tags]
+    assert "killed after the 3s wall-clock timeout" in (root / ".autoresearch/logs/kill/001.log").read_text()
     # The branch lease was released when the loop finished.
     from actors.work_tracker import ACTOR_NAME
 
@@ -235,6 +235,6 @@ def test_main_job_runs_the_loop_beside_the_scalers(ray_cluster, make_tracker, tm
     rows = read_results(Path(repo.working_tree_dir) / "results.tsv")
     assert [r.kind for r in rows] == ["baseline", "baseline", "tweak"]
     assert repo.active_branch.name == "autoresearch/main"
-    assert main(argv) == 0  # the branch exists: main continues it, baseline not rerun
-    rows = read_results(Path(repo.working_tree_dir) / "results.tsv")
-    assert [r.n for r in rows] == [0, 0, 1, 2]
+    argv[-1] = "0"  # the branch exists: main continues it, and does not rerun the baseline
+    assert main(argv) == 0
+    assert read_results(Path(repo.working_tree_dir) / "results.tsv") == rows
