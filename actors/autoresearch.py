@@ -781,7 +781,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         env = _env_pairs(args.set)
         config = ResearchConfig(
             repo=args.repo, workspace=args.workspace, file=args.file, tag=args.tag or default_tag(),
-            resume=args.resume, timeout_s=args.timeout_min * 60, gpus=args.gpus, env=env,
+            resume=args.resume, timeout_s=args.timeout_min * 60, gpus=args.gpus or 0, env=env,
             offline=args.offline, model=args.model, seed=args.seed, tracker_namespace=args.namespace)
     except (ResearchError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -796,6 +796,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.gpus is None:
+        config.gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     handle = start_autoresearch(config)
     try:
         summary = ray.get(handle.run.remote(args.iterations))
@@ -854,8 +856,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--offline", action="store_true", help="never call Claude, even with ANTHROPIC_API_KEY set")
     r.add_argument("--timeout-min", type=float, default=DEFAULT_TIMEOUT_S / 60,
                    help="wall-clock timeout per run, in minutes; a timeout is a crash (default 15)")
-    r.add_argument("--gpus", type=int, default=0, help="GPUs each run holds (torchrun with one rank per GPU; "
-                   "0 runs python on CPU; default 0)")
+    r.add_argument("--gpus", type=int, default=None, help="GPUs each run holds (torchrun with one rank per GPU; "
+                   "0 runs python on CPU; default: 1 when the cluster has a GPU, else 0)")
     r.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="environment variable for every run, e.g. MAX_WALLCLOCK_SECONDS=300 (repeatable)")
     r.add_argument("--model", default=None, help="Claude model (default: $ANTHROPIC_MODEL or the SDK default)")

@@ -268,7 +268,8 @@ class AnthropicResearcher:
     can_fix_crashes = True
 
     def __init__(self, llm: AnthropicLLM | None = None, *, model: str | None = None, max_tokens: int = 16000):
-        self.llm = llm or AnthropicLLM(model or DEFAULT_MODEL, max_tokens=max_tokens)
+        # A whole 10-50 kB file can come back: room for it, and time to write it.
+        self.llm = llm or AnthropicLLM(model or DEFAULT_MODEL, max_tokens=max_tokens, timeout_s=600)
         self.name = f"anthropic:{self.llm.model}"
 
     def __repr__(self) -> str:
