@@ -164,6 +164,14 @@ class _FitResult(BaseModel):
             tmp.replace(path)
         return text
 
+    def covers(self, **truth: float) -> bool:
+        """True when every given parameter's interval contains the given value."""
+        for name, value in truth.items():
+            iv = self.intervals.get(name)
+            if iv is None or not iv[0] <= value <= iv[1]:
+                return False
+        return True
+
     @classmethod
     def from_json(cls, text_or_path: str | Path):
         text = str(text_or_path)
@@ -220,14 +228,6 @@ class PowerLawFit(_FitResult):
     def predict(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)
         return self.a * x ** (-self.b) + (self.c or 0.0)
-
-    def covers(self, **truth: float) -> bool:
-        """True when every given parameter's interval contains the given value."""
-        for name, value in truth.items():
-            iv = self.intervals.get(name)
-            if iv is None or not iv[0] <= value <= iv[1]:
-                return False
-        return True
 
     def summary(self) -> str:
         def fmt(name):
@@ -450,13 +450,6 @@ class JointLawFit(_FitResult):
         a, b = self.alpha, self.beta
         G = (a * self.A / (b * self.B)) ** (1.0 / (a + b))
         return G * (C / 6.0) ** (b / (a + b)), (1.0 / G) * (C / 6.0) ** (a / (a + b))
-
-    def covers(self, **truth: float) -> bool:
-        for name, value in truth.items():
-            iv = self.intervals.get(name)
-            if iv is None or not iv[0] <= value <= iv[1]:
-                return False
-        return True
 
     def summary(self) -> str:
         parts = []

@@ -313,44 +313,25 @@ def _plot_baselines(path: Path, per_n: list[dict], baselines: dict) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
+def _number(kind: type, lowest_ok, what: str):
+    """An argparse type: `kind` (int or float), finite, and passing `lowest_ok`."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a {what}, got {text!r}") from None
+        if not lowest_ok(v) or not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a {what}, got {text}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not v > 0 or not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text!r}") from None
-    if not v >= 0 or not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return v
+_positive_int = _number(int, lambda v: v >= 1, "positive integer")
+_nonneg_int = _number(int, lambda v: v >= 0, "non-negative integer")
+_positive_float = _number(float, lambda v: v > 0, "positive number")
+_nonneg_float = _number(float, lambda v: v >= 0, "non-negative number")
 
 
 def build_parser() -> argparse.ArgumentParser:
