@@ -64,14 +64,7 @@ class RayTrainSession:
         self._train.report(metrics, checkpoint=ckpt)
 
     def allocation(self) -> dict:
-        import ray
-
-        return {
-            "rank": self.rank,
-            "node": ray.util.get_node_ip_address(),
-            "gpu_ids": [str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])],
-            "device": str(self.device),
-        }
+        return worker_allocation(self.rank, self.device)
 
 
 class LocalSession:
@@ -417,3 +410,15 @@ def _log(writer, wandb_run, values: dict, step: int) -> None:
             writer.add_scalar(k, v, step)
     if wandb_run is not None:
         wandb_run.log(scalars, step=step)
+
+
+def worker_allocation(rank: int, device) -> dict:
+    """Where a training worker runs: rank, node, the GPUs Ray gave it, torch device."""
+    import ray
+
+    return {
+        "rank": rank,
+        "node": ray.util.get_node_ip_address(),
+        "gpu_ids": [str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])],
+        "device": str(device),
+    }

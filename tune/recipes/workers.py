@@ -23,6 +23,8 @@ from typing import Callable
 
 import ray
 
+from train.loop import worker_allocation
+
 
 class _DDPSession:
     """`run_loop`'s session for one worker of the group (same interface as
@@ -56,12 +58,7 @@ class _DDPSession:
         return out
 
     def allocation(self) -> dict:
-        return {
-            "rank": self.rank,
-            "node": ray.util.get_node_ip_address(),
-            "gpu_ids": [str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])],
-            "device": str(self.device),
-        }
+        return worker_allocation(self.rank, self.device)
 
 
 @ray.remote
