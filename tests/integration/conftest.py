@@ -10,6 +10,11 @@ import pytest
 def ray_cluster():
     import ray
 
+    # Ray Train's controller polls its workers every 2 s by default, so every run
+    # waits up to 2 s after its workers finish; the test runs are seconds long.
+    # Set before ray.init: worker processes inherit the raylet's environment.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
