@@ -55,3 +55,41 @@ def make_golf_repo(path, defaults: dict[str, str] | None = None):
     who = git.Actor("test", "test@localhost")
     repo.index.commit("small golf template", author=who, committer=who)
     return repo
+
+
+_PRISTINE: "Path | None" = None
+
+
+def pristine_examples():
+    """The shipped examples as git tracks them, copied once per test session.
+
+    Running the main job (README command 1) writes code/NNN_scaled/ folders into
+    the checkout's examples (git-ignored); tests must see the examples as shipped,
+    whatever was run in this checkout before."""
+    import atexit
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    global _PRISTINE
+    if _PRISTINE is not None:
+        return _PRISTINE
+    root = Path(__file__).resolve().parents[1]
+    dst = Path(tempfile.mkdtemp(prefix="pristine-")) / "examples"
+    atexit.register(shutil.rmtree, dst.parent, True)
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z", "--", "examples"], cwd=root, capture_output=True,
+                                 check=True).stdout.decode()
+        files = [f for f in listing.split("\0") if f and (root / f).is_file()]
+    except (OSError, subprocess.CalledProcessError):
+        files = []
+    if files:
+        for f in files:
+            target = dst.parent / f
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / f, target)
+    else:  # not a git checkout: take the folder as it is
+        shutil.copytree(root / "examples", dst)
+    _PRISTINE = dst
+    return dst

@@ -14,6 +14,7 @@ from actors.leases import LeaseTable
 from actors.lease_store import SnapshotStore
 from actors.tracker_client import TrackerClient
 from actors.work_tracker import stop_tracker
+from tests.support import pristine_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -128,7 +129,7 @@ def test_unusable_state_path_is_one_clear_error(ray_env, tmp_path):
 @pytest.mark.slow
 def test_main_job_dry_run_starts_local_ray_on_a_laptop(tmp_path):
     """The README's main command path: nothing running, so it starts local Ray."""
-    shutil.copytree(os.path.join(ROOT, "examples"), tmp_path / "examples")
+    shutil.copytree(pristine_examples(), tmp_path / "examples")
     out = run(["-m", "actors.main", "--scalers", "2", "--dry-run", "--state", str(tmp_path / "s.parquet"),
                "--experiments", str(tmp_path / "examples/experiments"), "--code", str(tmp_path / "examples/code")],
               _offline_env(), timeout=300)

@@ -42,6 +42,7 @@ import pytest
 from actors.llm import DEFAULT_MODEL, TOOL_NAME, cost_usd, price_for
 from actors.metrics import prometheus_name
 from actors.scaler_agent import ScalerAgent, StepFailed
+from tests.support import pristine_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
@@ -295,8 +296,8 @@ def _stop(head: Head) -> list[str]:
 def examples():
     """A copy of the examples with one scalable MVE (001) and the finished 006."""
     work = Path(tempfile.mkdtemp(prefix="rac", dir="/tmp"))  # short: Ray's socket paths live under it
-    shutil.copytree(ROOT / "examples/experiments", work / "examples/experiments")
-    shutil.copytree(ROOT / "examples/code", work / "examples/code")
+    shutil.copytree(pristine_examples() / "experiments", work / "examples/experiments")
+    shutil.copytree(pristine_examples() / "code", work / "examples/code")
     for mve in ("002", "003"):
         for d in (work / "examples/experiments").glob(f"{mve}_*"):
             shutil.rmtree(d)

@@ -15,6 +15,7 @@ from actors.main import main
 from actors.scaler_agent import ScalerAgent
 from actors.tracker_client import TrackerClient
 from actors.work_tracker import stop_tracker
+from tests.support import pristine_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 POSITIVE, NEGATIVE = ["001", "002", "003"], ["004", "005", "007", "008"]
@@ -28,7 +29,7 @@ def _offline(monkeypatch):
 
 @pytest.fixture
 def examples(tmp_path):
-    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(pristine_examples(), tmp_path / "examples")
     return tmp_path / "examples"
 
 

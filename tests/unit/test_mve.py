@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from actors.mve import critical_blocker, find_mves, parse_verdict, success_criteria_met
+from tests.support import pristine_examples
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+EXAMPLES = pristine_examples()  # as shipped, whatever ran in this checkout
 EXPECTED_SCALABLE = {"001", "002", "003"}
 
 # --- verdicts ---------------------------------------------------------------------
