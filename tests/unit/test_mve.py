@@ -287,10 +287,12 @@ def test_missing_experiments_dir_names_it(tmp_path):
 
 
 def _cli(*args):
-    env = dict(os.environ, RAY_ADDRESS="local")  # never look for a cluster
+    # From the pristine copy's parent, so the defaults (examples/experiments,
+    # examples/code) name the shipped examples.
+    env = dict(os.environ, RAY_ADDRESS="local", PYTHONPATH=str(ROOT))  # never look for a cluster
     return subprocess.run(
         [sys.executable, "-m", "actors.scaler", "scan", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=EXAMPLES.parent, env=env, capture_output=True, text=True, timeout=60,
     )
 
 
