@@ -106,7 +106,9 @@ def test_scan_reads_live_claims_from_the_running_tracker(ray_env, tmp_path):
 
     try:
         TrackerClient(connect_tracker(tmp_path / "state.parquet")).claim("scale:002", "scaler-elsewhere")
-        out = run(["-m", "actors.scaler", "scan", "--json"], ray_env)
+        ex = pristine_examples()
+        out = run(["-m", "actors.scaler", "scan", "--json", "--experiments", str(ex / "experiments"),
+                   "--code", str(ex / "code")], ray_env)
         assert out.returncode == 0, out.stderr
         rows = {r["id"]: r for r in map(json.loads, out.stdout.splitlines())}
         assert rows["002"]["scalable"] is False and "claimed" in rows["002"]["reason"]
