@@ -50,6 +50,7 @@ from actors.research_log import (
     append_result,
     dead_ends,
     needs_structural_change,
+    normalise_direction,
     read_notes,
     read_results,
     regressed,
@@ -490,7 +491,7 @@ class AutoResearch:
                 n=0, commit=head, val_bpb=m.val_bpb, artifact_mb=m.artifact_mb, status="keep", kind="baseline",
                 direction="baseline", description=f"baseline run {i + 1} of {BASELINE_RUNS}",
                 reasoning="the file as it is; the spread of the baseline runs is the noise floor"))
-        self._write_notes()
+        self._write_notes(self.rows())
 
     def _context(self, rows: list[ResultRow], source: str) -> ResearchContext:
         s = standing(rows)
@@ -590,9 +591,10 @@ class AutoResearch:
         analysis = self._analysis(m, proposal, s, status, why, rows + [row])
         self._log_entry(LogEntry(n=n, title=proposal.description, status=status, commit=commit,
                                  reasoning=proposal.reasoning_block(), analysis=analysis))
-        self._check_regression(self.rows())
-        self._write_notes()
-        self._record_metrics()
+        # results.tsv is read once per step (above); from here on the rows in hand are current.
+        rows = self._check_regression(rows + [row])
+        self._write_notes(rows)
+        self._record_metrics(rows)
         self.timings.append({"n": n, "propose_s": t_propose, "commit_s": t_commit, "run_wall_s": t_run,
                              "training_s": m.seconds, "launch_s": max(0.0, m.wall_s - m.seconds),
                              "save_parse_s": max(0.0, t_run - m.wall_s),
@@ -617,21 +619,24 @@ class AutoResearch:
         return "discard", (f"val_bpb {m.val_bpb:.4f} does not beat the kept {head:.4f} by more than the noise "
                            f"floor {floor:.4f}")
 
-    def _check_regression(self, rows: list[ResultRow]) -> None:
-        """A regression across kept commits: reset to the best commit and log a backtrack row."""
+    def _check_regression(self, rows: list[ResultRow]) -> list[ResultRow]:
+        """A regression across kept commits: reset to the best commit and log a backtrack row.
+        Returns the rows as they now are."""
         s = standing(rows)
         if not regressed(s):
-            return
+            return rows
         log.warning("regression: kept head %s at %.4f is worse than the best %s at %.4f; resetting to the best",
                     s.head_commit[:10], s.head_bpb, s.best_commit[:10], s.best_bpb)
         self._reset(s.best_commit)
         art = next((r.artifact_mb for r in reversed(rows) if r.commit == s.best_commit), None)
-        append_result(self.results_path, ResultRow(
+        row = ResultRow(
             n=s.experiments, commit=s.best_commit, val_bpb=s.best_bpb, artifact_mb=art, status="backtrack",
             kind="tweak", direction="backtrack",
             description=f"reset to the best commit {s.best_commit[:10]} ({s.best_description})",
             reasoning=f"the kept head {s.head_commit[:10]} at {s.head_bpb:.4f} regressed past the best "
-            f"{s.best_bpb:.4f} by more than the noise floor {s.noise_floor or 0:.4f}"))
+            f"{s.best_bpb:.4f} by more than the noise floor {s.noise_floor or 0:.4f}")
+        append_result(self.results_path, row)
+        return rows + [row]
 
     def _analysis(self, m: Measurement, proposal: ResearchProposal, s, status: str, why: str,
                   rows: list[ResultRow]) -> str:
@@ -650,8 +655,6 @@ class AutoResearch:
             else:
                 against = "refuted: val_bpb went up"
         dead = dead_ends(rows)
-        from actors.research_log import normalise_direction
-
         d = normalise_direction(proposal.direction)
         if status == "keep":
             lesson = f"{proposal.direction} helps here; worth pushing further"
@@ -668,15 +671,15 @@ class AutoResearch:
     def _log_entry(self, entry: LogEntry) -> None:
         self.log_text = (self.log_text.rstrip() + "\n\n" + entry.render()).strip()
 
-    def _write_notes(self) -> None:
-        text = render_notes(branch=self.config.branch, file=self.config.file, rows=self.rows(), ideas=self.ideas,
+    def _write_notes(self, rows: list[ResultRow]) -> None:
+        text = render_notes(branch=self.config.branch, file=self.config.file, rows=rows, ideas=self.ideas,
                             log_text=self.log_text, cap_bytes=self.config.cap_bytes)
         tmp = self.notes_path.with_name(f".{NOTES_FILE}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, self.notes_path)
 
-    def _record_metrics(self) -> None:
-        s = standing(self.rows())
+    def _record_metrics(self, rows: list[ResultRow]) -> None:
+        s = standing(rows)
         if s.best_bpb is None:
             return
         try:
@@ -694,7 +697,7 @@ class AutoResearch:
         outcome, reason = "abandoned", "finished its iterations"
         try:
             self.baseline()
-            self._record_metrics()
+            self._record_metrics(self.rows())
             for i in range(iterations):
                 if self._lease_lost():
                     self.stop_reason = "lease on the branch lost: another loop may hold it now"
