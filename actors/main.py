@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from actors.autoresearch import DEFAULT_WORKSPACE, ResearchConfig, ResearchError, default_tag
-from actors.autoresearch import format_summary as format_research_summary
-from actors.work_tracker import (
+from actors.research.cli import format_summary as format_research_summary
+from actors.research.config import DEFAULT_WORKSPACE, ResearchConfig, ResearchError, default_tag
+from actors.tracker.actor import (
     NAMESPACE,
     STATE_ENV,
     TrackerConfigError,
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from actors.scaler_agent import ScalerAgent
+    from actors.scaler.agent import ScalerAgent
 
     try:
         tracker = connect_tracker(state_path=args.state, namespace=args.namespace)
@@ -175,10 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     research = None
     if not (args.no_autoresearch or args.dry_run or args.no_launch):
-        from actors.autoresearch import start_autoresearch
+        from actors.research.loop import start_autoresearch
 
         try:
-            config = ResearchConfig(
+            config = ResearchConfig.checked(
                 repo=args.autoresearch_repo.resolve() if args.autoresearch_repo else None,
                 workspace=args.autoresearch_workspace.expanduser().resolve(),
                 tag=args.autoresearch_tag or default_tag(), resume="auto", model=args.model,

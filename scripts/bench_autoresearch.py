@@ -26,7 +26,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PHASES = ("propose_s", "commit_s", "launch_s", "save_parse_s", "parse_decide_record_s")
+PHASES = ("propose_s", "commit_s", "launch_s", "save_parse_s", "record_s")
+
+
+class PhaseTimer:
+    """The loop's `on_phase` hook: one row of phase times per experiment."""
+
+    def __init__(self):
+        self.by_n: dict[int, dict] = {}
+
+    def __call__(self, n: int, phase: str, seconds: float, details: dict) -> None:
+        row = self.by_n.setdefault(n, {"n": n, "propose_s": 0.0, "commit_s": 0.0})
+        row[f"{phase}_s"] = seconds
+        if phase == "run":  # split the run's wall time: training, launch (Ray), saving and parsing the log
+            row["training_s"] = details["training_s"]
+            row["run_wall_s"] = seconds
+            row["launch_s"] = max(0.0, details["run_wall_s"] - details["training_s"])
+            row["save_parse_s"] = max(0.0, seconds - details["run_wall_s"])
+
+    @property
+    def rows(self) -> list[dict]:
+        return [self.by_n[n] for n in sorted(self.by_n) if "record_s" in self.by_n[n]]
 
 
 def main() -> int:
@@ -38,20 +58,23 @@ def main() -> int:
 
     import ray
 
-    from actors.autoresearch import AutoResearch, ResearchConfig
+    from actors.research.config import ResearchConfig
+    from actors.research.loop import AutoResearch
     from tests.support import make_golf_repo
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level="ERROR")
     with tempfile.TemporaryDirectory() as tmp:
         repo = make_golf_repo(Path(tmp) / "repo")
-        loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="bench", offline=True))
+        timer = PhaseTimer()
+        loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="bench", offline=True),
+                            on_phase=timer)
         t0 = time.time()
         loop.run(args.iterations)
         total = time.time() - t0
     ray.shutdown()
 
-    rows = loop.timings
+    rows = timer.rows
     med = {p: statistics.median(r[p] for r in rows) for p in PHASES + ("training_s", "run_wall_s")}
     overhead = [sum(r[p] for p in PHASES) for r in rows]
     per_iter = statistics.median(overhead)

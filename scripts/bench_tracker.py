@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ray  # noqa: E402
 
-from actors.lease_store import SnapshotStore  # noqa: E402
-from actors.leases import LeaseTable  # noqa: E402
-from actors.work_tracker import connect_tracker, stop_tracker  # noqa: E402
+from actors.tracker.store import SnapshotStore  # noqa: E402
+from actors.tracker.rules import LeaseTable  # noqa: E402
+from actors.tracker.actor import connect_tracker, stop_tracker  # noqa: E402
 
 
 @ray.remote(num_cpus=0, max_concurrency=1000)

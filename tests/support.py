@@ -41,7 +41,7 @@ def make_golf_repo(path, defaults: dict[str, str] | None = None):
 
     import git
 
-    from actors.autoresearch import TEMPLATE_DIR
+    from actors.research.config import TEMPLATE_DIR
 
     path = Path(path)
     path.mkdir(parents=True)

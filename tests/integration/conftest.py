@@ -29,7 +29,7 @@ def ray_env(ray_cluster):
 @pytest.fixture
 def make_tracker(ray_cluster, tmp_path):
     """Start WorkTrackers in a namespace of their own; kill them afterwards."""
-    from actors.work_tracker import connect_tracker, stop_tracker
+    from actors.tracker.actor import connect_tracker, stop_tracker
 
     namespace = f"test-{uuid.uuid4().hex[:8]}"
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import git
 import pytest
 
-from actors.autoresearch import AutoResearch, ResearchConfig, start_autoresearch
-from actors.research_log import NOTES_SECTIONS, read_results
-from actors.research_proposals import ScriptedResearcher
+from actors.research.config import ResearchConfig
+from actors.research.loop import AutoResearch, start_autoresearch
+from actors.research.memory import NOTES_SECTIONS, read_results
+from actors.research.researchers import ScriptedResearcher
 from tests.support import make_golf_repo, set_environ_default
 
 pytestmark = pytest.mark.slow
@@ -131,7 +132,7 @@ def test_existing_branch_is_refused_without_resume(ray_cluster, tmp_path):
     repo = make_golf_repo(tmp_path / "r")
     repo.create_head("autoresearch/dup")
     loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="dup"), ScriptedResearcher())
-    from actors.autoresearch import ResearchError
+    from actors.research.config import ResearchError
 
     with pytest.raises(ResearchError, match="already exists.*--resume"):
         loop.prepare()
@@ -193,7 +194,7 @@ def test_killed_actor_resumes_and_a_timeout_is_a_crash(ray_cluster, make_tracker
     assert "autoresearch/kill/discard/1" in [t.name for t in repo.tags]
     assert "killed after the 3s wall-clock timeout" in (root / ".autoresearch/logs/kill/001.log").read_text()
     # The branch lease was released when the loop finished.
-    from actors.work_tracker import ACTOR_NAME
+    from actors.tracker.actor import ACTOR_NAME
 
     tracker = ray.get_actor(ACTOR_NAME, namespace=make_tracker.namespace)
     held = [c for c in ray.get(tracker.list_claims.remote("claimed")) if c.work_id.startswith("autoresearch:")]

@@ -10,10 +10,10 @@ import time
 import pytest
 import ray
 
-from actors.leases import LeaseTable
-from actors.lease_store import SnapshotStore
-from actors.tracker_client import TrackerClient
-from actors.work_tracker import stop_tracker
+from actors.tracker.rules import LeaseTable
+from actors.tracker.store import SnapshotStore
+from actors.tracker.client import TrackerClient
+from actors.tracker.actor import stop_tracker
 from tests.support import pristine_examples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -102,7 +102,7 @@ def test_cli_bad_usage_is_a_message_not_a_traceback():
 
 
 def test_scan_reads_live_claims_from_the_running_tracker(ray_env, tmp_path):
-    from actors.work_tracker import connect_tracker
+    from actors.tracker.actor import connect_tracker
 
     try:
         TrackerClient(connect_tracker(tmp_path / "state.parquet")).claim("scale:002", "scaler-elsewhere")

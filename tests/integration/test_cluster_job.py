@@ -39,9 +39,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.llm import DEFAULT_MODEL, TOOL_NAME, cost_usd, price_for
-from actors.metrics import prometheus_name
-from actors.scaler_agent import ScalerAgent, StepFailed
+from actors.shared.llm import DEFAULT_MODEL, TOOL_NAME, cost_usd, price_for
+from actors.shared.metrics import prometheus_name
+from actors.scaler.agent import ScalerAgent, StepFailed
 from tests.support import pristine_examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,8 +88,8 @@ def test_generated_code_that_hangs_is_stopped_by_the_timeout(tmp_path):
 def test_metrics_are_a_no_op_outside_ray():
     code = (
         "import ray\n"
-        "from actors import metrics\n"
-        "from actors.llm import Usage\n"
+        "from actors.shared import metrics\n"
+        "from actors.shared.llm import Usage\n"
         "metrics.set_claims_held(3); metrics.record_claims_evicted(2); metrics.record_mve_outcome('scaled')\n"
         "with metrics.training_job_running('a'):\n"
         "    metrics.record_training_spend(1.0, 2.0)\n"
@@ -208,8 +208,8 @@ def _small_plan(mve) -> dict:
     """The plan the stand-in model answers with: the offline planner's, at the
     rehearsal's own size (d128 x 2), so that the smoke test of the full-size
     model does not eat this test's time budget."""
-    from actors.offline_planner import OfflinePlanner
-    from actors.plan import ScalePlan
+    from actors.scaler.planners import OfflinePlanner
+    from actors.scaler.plan import ScalePlan
     from train.estimate import estimate
 
     plan = OfflinePlanner().design(mve.id, mve.results, title="")
@@ -307,7 +307,7 @@ def examples():
 
 @pytest.fixture(scope="module")
 def head(examples):
-    from actors.mve import find_mves
+    from actors.scaler.discovery import find_mves
 
     work = examples
     mve = next(m for m in find_mves(work / "examples/experiments", work / "examples/code") if m.id == MVE)
@@ -473,8 +473,8 @@ def test_metrics_endpoint_shows_what_the_job_did(head, job):
     # WorkTracker, and AutoResearch's best val_bpb and a GPU job's spend from an actor.
     code = f"""
 import sys, time, ray
-from actors import metrics
-from actors.work_tracker import connect_tracker
+from actors.shared import metrics
+from actors.tracker.actor import connect_tracker
 tracker = connect_tracker({str(head.work / "evict.parquet")!r}, ttl_s=0.5, sweep_interval_s=3600, namespace="metrics-check")
 assert ray.get(tracker.claim.remote("scale:999", "agent-that-dies")) is not None
 time.sleep(1.0)

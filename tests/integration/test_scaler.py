@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import ray
 
-from actors.leases import LeaseState
-from actors.llm import PlanRejected, ScriptedPlanner
+from actors.tracker.rules import LeaseState
+from actors.shared.llm import PlanRejected, ScriptedPlanner
 from actors.main import main
-from actors.scaler_agent import ScalerAgent
-from actors.tracker_client import TrackerClient
-from actors.work_tracker import stop_tracker
+from actors.scaler.agent import ScalerAgent
+from actors.tracker.client import TrackerClient
+from actors.tracker.actor import stop_tracker
 from tests.support import pristine_examples
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,16 +2,17 @@
 
 import os
 import signal
+import socket
 import threading
 import time
 
 import pytest
 import ray
 
-from actors.leases import LeaseState
-from actors.lease_store import SnapshotStore
-from actors.tracker_client import LeaseKeeper, TrackerClient
-from actors.work_tracker import TrackerConfigError, connect_tracker
+from actors.tracker.rules import LeaseState
+from actors.tracker.store import SnapshotStore
+from actors.tracker.client import LeaseLost, LeaseRefused, TrackerClient, owner_is_gone
+from actors.tracker.actor import TrackerConfigError, connect_tracker
 
 
 def test_fifty_concurrent_claimers_get_exactly_one_grant(make_tracker, tmp_path):
@@ -117,19 +118,61 @@ def test_silent_agent_is_evicted_and_fenced_off(make_tracker):
     assert client.claim("mve:007", "agent-c") is None  # done is never granted again
 
 
-def test_lease_keeper_reports_a_lost_lease(make_tracker):
+def test_lease_reports_a_lost_lease_and_refuses_to_confirm(make_tracker):
     handle = make_tracker(ttl_s=60)
     client = TrackerClient(handle)
-    claim = client.claim("w", "agent")
-    with LeaseKeeper(client, claim, interval_s=0.05) as keeper:
+    with client.hold("w", "agent", heartbeat_s=0.05) as lease:
         time.sleep(0.2)
-        assert not keeper.lost.is_set()
+        lease.check()  # still ours
         ray.get(handle.clean.remote(True))  # an operator evicts every live lease
-        assert keeper.lost.wait(timeout=5)
+        assert lease.lost.wait(timeout=5)
+        with pytest.raises(LeaseLost):
+            lease.check()
+        with pytest.raises(LeaseLost):
+            lease.confirm()
+    assert ray.get(handle.get.remote("w")).state is LeaseState.EVICTED  # the late release changed nothing
+
+
+def test_lease_is_released_as_abandoned_on_an_exception_or_ctrl_c(make_tracker):
+    handle = make_tracker(ttl_s=60)
+    client = TrackerClient(handle)
+    for exc in (RuntimeError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)):
+            with client.hold(f"w-{type(exc).__name__}", "agent"):
+                raise exc
+        rec = ray.get(handle.get.remote(f"w-{type(exc).__name__}"))
+        assert rec.state is LeaseState.ABANDONED and type(exc).__name__ in rec.result["reason"]
+    with client.hold("w-done", "agent") as lease:
+        lease.confirm()
+        lease.finish("done", {"val_loss": 1.5})
+    assert ray.get(handle.get.remote("w-done")).result == {"val_loss": 1.5}
+    with pytest.raises(LeaseRefused, match="already done"):
+        client.hold("w-done", "other").acquire()
+
+
+def test_lease_takes_over_only_from_a_holder_that_is_certainly_gone(make_tracker):
+    handle = make_tracker(ttl_s=60)
+    client = TrackerClient(handle)
+    dead_pid = f"pid:{socket.gethostname()}:{_a_dead_pid()}"
+    assert client.claim("w", dead_pid) is not None
+    assert client.claim("w2", f"pid:{socket.gethostname()}:{os.getpid()}") is not None
+    gone = lambda owner: owner_is_gone(owner, namespace=make_tracker.namespace)  # noqa: E731
+    with client.hold("w", "new-agent", holder_is_gone=gone) as lease:
+        assert lease.took_over == dead_pid
+    with pytest.raises(LeaseRefused, match="held by pid:"):
+        client.hold("w2", "new-agent", holder_is_gone=gone).acquire()  # that holder is alive: this test
+
+
+def _a_dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_restart_reloads_state_and_refreshes_live_leases(make_tracker, tmp_path):
-    from actors.work_tracker import stop_tracker
+    from actors.tracker.actor import stop_tracker
 
     handle = make_tracker(ttl_s=5)
     client = TrackerClient(handle)
@@ -166,7 +209,7 @@ def test_connect_refuses_a_different_state_file(make_tracker, tmp_path):
 
 
 def test_corrupt_snapshot_does_not_crash_loop_the_actor(make_tracker, tmp_path):
-    from actors.work_tracker import stop_tracker
+    from actors.tracker.actor import stop_tracker
 
     handle = make_tracker()
     client = TrackerClient(handle)

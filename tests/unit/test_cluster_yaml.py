@@ -12,7 +12,7 @@ import ray.autoscaler
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from actors.metrics import METRICS, prometheus_name
+from actors.shared.metrics import METRICS, prometheus_name
 from train.limits import MAX_GPUS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,232 @@
+"""Durable Parquet snapshots of the lease table.
+
+A write is atomic and keeps the previous snapshot: write `X.tmp`, fsync it,
+hard-link the current `X` to `X.prev`, rename `X.tmp` over `X`, fsync the folder.
+At every instant `X` is a complete snapshot (old or new), and `X.prev` is the one
+before it.
+
+Loading falls back from a torn or corrupt `X` to `X.prev` with a warning, and
+from two bad files to an empty table, never to a crash loop. Because a fallback
+may have lost the newest grants, the fencing counter then restarts from the
+wall clock in microseconds: tokens are issued far slower than one per
+microsecond, so that floor lies above any token ever handed out from this file.
+
+One process at a time may write a state file: `lock()` takes an exclusive
+`flock` on `X.lock`, which the kernel releases when the process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actors.tracker.rules import Claim, LeaseState
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+
+_SCHEMA = pa.schema(
+    [
+        ("work_id", pa.string()),
+        ("owner", pa.string()),
+        ("token", pa.int64()),
+        ("state", pa.string()),
+        ("claimed_at", pa.float64()),
+        ("expires_at", pa.float64()),
+        ("heartbeat_at", pa.float64()),
+        ("released_at", pa.float64()),
+        ("attempts", pa.int64()),
+        ("request_id", pa.string()),
+        ("result", pa.string()),  # JSON text
+    ]
+)
+
+
+class StateLockedError(RuntimeError):
+    """Another live process is writing this state file."""
+
+
+@dataclass
+class LoadedState:
+    records: list[Claim]
+    next_token: int
+    source: str  # "current", "previous", "empty" (no file yet) or "recovered"
+    warnings: list[str] = field(default_factory=list)
+
+
+def token_floor_now() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def to_table(records: list[Claim], next_token: int) -> pa.Table:
+    cols = {name: [] for name in _SCHEMA.names}
+    for r in records:
+        cols["work_id"].append(r.work_id)
+        cols["owner"].append(r.owner)
+        cols["token"].append(r.token)
+        cols["state"].append(r.state.value)
+        cols["claimed_at"].append(r.claimed_at)
+        cols["expires_at"].append(r.expires_at)
+        cols["heartbeat_at"].append(r.heartbeat_at)
+        cols["released_at"].append(r.released_at)
+        cols["attempts"].append(r.attempts)
+        cols["request_id"].append(r.request_id)
+        cols["result"].append(None if r.result is None else json.dumps(r.result))
+    return pa.table(cols, schema=_SCHEMA.with_metadata(_metadata(next_token)))
+
+
+def _metadata(next_token: int) -> dict[bytes, bytes]:
+    return {
+        b"ray_autoresearch.format": FORMAT_VERSION.encode(),
+        b"ray_autoresearch.next_token": str(next_token).encode(),
+    }
+
+
+def from_table(table: pa.Table) -> tuple[list[Claim], int]:
+    meta = table.schema.metadata or {}
+    if meta.get(b"ray_autoresearch.format") != FORMAT_VERSION.encode():
+        raise ValueError("not a work-tracker snapshot (format marker missing)")
+    next_token = int(meta[b"ray_autoresearch.next_token"])
+    records = []
+    for row in table.to_pylist():
+        row["result"] = None if row["result"] is None else json.loads(row["result"])
+        records.append(Claim(**row))
+    return records, next_token
+
+
+def read_snapshot(path: Path) -> tuple[list[Claim], int]:
+    return from_table(pq.read_table(path))
+
+
+class SnapshotStore:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().resolve()
+        self.prev_path = self.path.with_name(self.path.name + ".prev")
+        self._tmp_path = self.path.with_name(self.path.name + ".tmp")
+        self._lock_fd: int | None = None
+        self.last_write_bytes = 0
+        # `done` is terminal, so a done record never changes again: keep those
+        # rows converted, and turn only the others into Arrow on each write.
+        self._sealed = to_table([], 0)
+        self._sealed_ids: set[str] = set()
+
+    # -- single-writer lock --------------------------------------------------
+
+    def lock(self, wait_s: float = 0.0) -> None:
+        """Take the writer lock, waiting up to `wait_s` for a dying holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_fd = fd
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise StateLockedError(
+                        f"{self.path} is in use by a running work tracker; "
+                        "talk to it through Ray or stop it first"
+                    ) from None
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    # -- write ---------------------------------------------------------------
+
+    def write(self, records: list[Claim], next_token: int) -> int:
+        """Write one snapshot durably; return its size in bytes."""
+        table = self._assemble(records, next_token)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._tmp_path, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        if self.path.exists():
+            prev_tmp = self.path.with_name(self.path.name + ".prev.tmp")
+            prev_tmp.unlink(missing_ok=True)
+            os.link(self.path, prev_tmp)
+            os.replace(prev_tmp, self.prev_path)
+        os.replace(self._tmp_path, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.last_write_bytes = size
+        return size
+
+    def _assemble(self, records: list[Claim], next_token: int) -> pa.Table:
+        newly_done = [r for r in records if r.state is LeaseState.DONE and r.work_id not in self._sealed_ids]
+        if newly_done:
+            self._sealed = pa.concat_tables([self._sealed, to_table(newly_done, 0)])
+            self._sealed_ids.update(r.work_id for r in newly_done)
+            if self._sealed.column(0).num_chunks > 32:  # many tiny chunks write slowly
+                self._sealed = self._sealed.combine_chunks()
+        rest = [r for r in records if r.work_id not in self._sealed_ids]
+        if len(self._sealed_ids) + len(rest) != len(records):  # a record left the table
+            self._sealed, self._sealed_ids = to_table([], 0), set()
+            return to_table(records, next_token)
+        table = pa.concat_tables([self._sealed, to_table(rest, 0)])
+        return table.replace_schema_metadata(_metadata(next_token))
+
+    # -- load ----------------------------------------------------------------
+
+    def load(self, set_aside: bool = True) -> LoadedState:
+        """Read the newest good snapshot. With `set_aside`, a bad file is renamed
+        to `*.corrupt-<time>` so that the next write does not destroy evidence;
+        readers that must not change anything pass False."""
+        warnings: list[str] = []
+        if not self.path.exists() and not self.prev_path.exists():
+            return LoadedState([], 1, "empty")
+        if self.path.exists():
+            try:
+                records, next_token = read_snapshot(self.path)
+                return LoadedState(records, next_token, "current")
+            except Exception as exc:  # torn write, bit rot, a stranger's file
+                warnings.append(f"snapshot {self.path} is unreadable ({exc})")
+                if set_aside:
+                    self._quarantine(self.path)
+        else:
+            warnings.append(f"snapshot {self.path} is missing; trying {self.prev_path}")
+        if self.prev_path.exists():
+            try:
+                records, next_token = read_snapshot(self.prev_path)
+                warnings.append(f"restored from the previous snapshot {self.prev_path}")
+                return self._recovered(records, next_token, "previous", warnings)
+            except Exception as exc:
+                warnings.append(f"previous snapshot {self.prev_path} is unreadable too ({exc})")
+                if set_aside:
+                    self._quarantine(self.prev_path)
+        warnings.append("starting with an empty lease table")
+        return self._recovered([], 1, "recovered", warnings)
+
+    def _recovered(self, records, next_token, source, warnings) -> LoadedState:
+        floor = token_floor_now()
+        if next_token < floor:
+            warnings.append(f"fencing tokens continue from {floor} (wall-clock floor)")
+        state = LoadedState(records, max(next_token, floor), source, warnings)
+        for w in warnings:
+            logger.warning(w)
+        return state
+
+    def _quarantine(self, path: Path) -> None:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        try:
+            os.replace(path, aside)
+        except OSError:  # read-only folder: leave it, the loader moves on anyway
+            pass

@@ -1,0 +1,92 @@
+"""ScalePlan validation and the offline planner's rules."""
+
+import pytest
+from pydantic import ValidationError
+
+from actors.scaler.planners import TOKENS_PER_PARAM, OfflinePlanner
+from actors.scaler.plan import ScalePlan
+from train.estimate import check_fits
+from train.limits import MAX_HOURS
+
+
+def plan_dict(**changes):
+    base = {
+        "mve_id": "007",
+        "title": "GQA at 25M on MQAR",
+        "rationale": "the MVE kept recall with half the KV heads",
+        "model": {"family": "gpt", "d_model": 384, "n_layers": 6, "n_heads": 6, "n_kv_heads": 2},
+        "target_params": 25_000_000,
+        "benchmark": "mqar",
+        "data_params": {"num_kv_pairs": 16},
+        "seq_len": 256,
+        "optim": {"lr": 6e-4, "batch_size": 32},
+        "max_steps": 5000,
+        "eval_interval": 250,
+        "gpus": 2,
+        "hours": 4,
+        "baselines": [{"name": "mha", "family": "gpt", "why": "full KV heads"}],
+        "success_criteria": ["val_accuracy >= 0.95"],
+    }
+    base.update(changes)
+    return base
+
+
+def test_a_valid_plan_becomes_a_train_spec_inside_the_limits():
+    spec = ScalePlan.model_validate(plan_dict()).to_train_spec()
+    assert (spec.name, spec.resources.gpus, spec.budget.max_hours, spec.data.benchmark) == ("007_scaled", 2, 4, "mqar")
+    assert spec.model.n_kv_heads == 2 and spec.data.params == {"num_kv_pairs": 16}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"gpus": 4}, ["gpus", "hard limit is 2 GPUs"]),
+        ({"hours": 10}, ["hours", "hard limit is 6 hours"]),
+        ({"benchmark": "imagenet"}, ["benchmark", "unknown benchmark 'imagenet'"]),
+        ({"mve_id": "7"}, ["mve_id", "three-digit"]),
+        ({"success_criteria": []}, ["success_criteria"]),
+    ],
+)
+def test_plans_over_the_limits_or_malformed_are_refused_by_name(change, words):
+    with pytest.raises(ValidationError) as err:
+        ScalePlan.model_validate(plan_dict(**change))
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+@pytest.mark.parametrize("path", ["../outside.py", "/etc/passwd", "models/../../x.py", "~/x.py", "a\\..\\b.py", ""])
+def test_file_paths_from_the_llm_cannot_escape_the_folder(path):
+    with pytest.raises(ValidationError, match="escapes the experiment folder"):
+        ScalePlan.model_validate(plan_dict(files={path: "print(1)"}))
+
+
+def test_allowed_files_stay_relative():
+    plan = ScalePlan.model_validate(plan_dict(files={"models/model.py": "import torch"}))
+    assert plan.files == {"models/model.py": "import torch"}
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        {"benchmark": "mqar", "model_family": "gpt", "seq_len": 256, "value": 0.93, "params": 120_000},
+        {"benchmark": "bytes", "model_family": "rnn", "seq_len": 512},
+        {"benchmark": "bytes", "model_family": "gpt", "seq_len": 1024, "metric": "val_bpb", "value": 2.1},
+    ],
+)
+def test_offline_plans_are_typical_size_fit_and_follow_the_token_rule(facts):
+    plan = OfflinePlanner().design("003", facts)
+    est = check_fits(plan.to_train_spec())
+    assert 10e6 <= est.params <= 50e6
+    assert plan.model.family == facts["model_family"] and plan.benchmark == facts["benchmark"]
+    assert est.projected_hours <= plan.hours <= MAX_HOURS and plan.gpus in (1, 2)
+    tokens = plan.max_steps * plan.optim.batch_size * plan.seq_len * plan.gpus
+    assert tokens == pytest.approx(TOKENS_PER_PARAM * est.params, rel=0.01)
+    assert plan.baselines[0].family != plan.model.family
+    assert est.cost_usd == pytest.approx(est.gpu_hours * 2.0)
+
+
+def test_offline_planner_cuts_the_token_budget_to_the_deadline():
+    plan = OfflinePlanner(target_params=600_000_000).design("004", {"benchmark": "bytes", "seq_len": 1024})
+    est = check_fits(plan.to_train_spec())
+    assert plan.gpus == 2 and plan.hours <= MAX_HOURS
+    assert plan.max_steps * 32 * 1024 * 2 < TOKENS_PER_PARAM * est.params  # cut, not the full 20 tokens/param
+    assert est.compute_hours <= 0.9 * MAX_HOURS * 1.01

@@ -1,0 +1,68 @@
+"""Writing code/NNN_scaled/: complete or not at all, and runnable."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from actors.scaler.planners import OfflinePlanner
+from actors.scaler.scaffold import ScaffoldError, write_scaled_experiment
+from train.estimate import check_fits
+from train.spec import TrainSpec
+
+FACTS = {"benchmark": "mqar", "model_family": "gpt", "seq_len": 128, "value": 0.9, "params": 100_000}
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return OfflinePlanner(target_params=2_000_000).design("005", FACTS, title="GQA recall at 2M")
+
+
+def test_writes_a_complete_runnable_folder(plan, tmp_path):
+    est = check_fits(plan.to_train_spec())
+    out = write_scaled_experiment(plan, tmp_path / "code", est, mve_path=tmp_path / "experiments/005_gqa")
+    assert out == (tmp_path / "code/005_scaled").resolve()
+    for rel in ("README.md", "config.yaml", "plan.json", "train.py", "models/README.md", "data/README.md",
+                "scripts/run_2gpu.sh", "scripts/eval.sh"):
+        assert (out / rel).is_file(), rel
+    assert TrainSpec.from_yaml(out / "config.yaml") == plan.to_train_spec()
+    readme = (out / "README.md").read_text()
+    assert f"${est.cost_usd:.2f}" in readme and "## Baselines" in readme and "## Success criteria" in readme
+    assert os.access(out / "scripts/run_2gpu.sh", os.X_OK)
+    assert not [p for p in (tmp_path / "code").iterdir() if p.name.startswith(".")], "temporary folder left behind"
+
+
+def test_generated_train_py_smoke_test_passes_in_a_scrubbed_environment(plan, tmp_path):
+    out = write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}  # no keys, no Ray address
+    proc = subprocess.run([sys.executable, "train.py", "--smoke"], cwd=out, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ok"] and report["checks"]["params"]["off_by"] <= 0.10
+
+
+def test_a_finished_experiment_is_never_overwritten(plan, tmp_path):
+    done = tmp_path / "005_scaled"
+    done.mkdir()
+    (done / "results.json").write_text('{"val_loss": 1.0}')
+    with pytest.raises(ScaffoldError, match="finished scaled experiment"):
+        write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
+    assert [p.name for p in done.iterdir()] == ["results.json"]
+
+
+def test_leftovers_of_a_failed_attempt_are_replaced(plan, tmp_path):
+    (tmp_path / "005_scaled").mkdir()
+    (tmp_path / "005_scaled" / "half_written.txt").write_text("x")
+    out = write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
+    assert not (out / "half_written.txt").exists() and (out / "config.yaml").exists()
+
+
+def test_a_failure_midway_leaves_nothing_behind(plan, tmp_path):
+    # "models" as a file collides with the models/ folder the scaffold writes.
+    bad = plan.model_copy(update={"files": {"models": "not a folder"}})
+    with pytest.raises(OSError):
+        write_scaled_experiment(bad, tmp_path, check_fits(bad.to_train_spec()))
+    assert list(tmp_path.iterdir()) == []
