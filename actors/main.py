@@ -66,6 +66,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                           "working directories)")
     research.add_argument("--autoresearch-tag", default=None, metavar="TAG",
                           help="branch autoresearch/TAG, continued when it exists (default: today, e.g. nov22)")
+    parser.add_argument("--address", default=None, help="the Ray cluster to run on (default: $RAY_ADDRESS, else a "
+                        "`ray start` cluster on this machine, else a new local Ray instance)")
     parser.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.autoresearch_iterations < 0:
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from actors.scaler.agent import ScalerAgent
 
     try:
-        tracker = connect_tracker(state_path=args.state, namespace=args.namespace)
+        tracker = connect_tracker(state_path=args.state, namespace=args.namespace, address=args.address)
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

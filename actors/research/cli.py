@@ -59,7 +59,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from actors.tracker.actor import TrackerConfigError, TrackerStartError, connect_tracker
 
     try:
-        connect_tracker(state_path=args.state, namespace=args.namespace)
+        connect_tracker(state_path=args.state, namespace=args.namespace, address=args.address)
     except (TrackerConfigError, TrackerStartError) as exc:
         return fail(str(exc), 1)
     if args.gpus is None:
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--model", default=None, help="Claude model (default: $ANTHROPIC_MODEL or the SDK default)")
     r.add_argument("--seed", type=int, default=0, help="tie-break seed of the offline proposer")
     r.add_argument("--state", type=Path, default=None, help="the WorkTracker's state file")
+    r.add_argument("--address", default=None, help="the Ray cluster to run on (default: $RAY_ADDRESS, else a "
+                   "`ray start` cluster on this machine, else a new local Ray instance)")
     r.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
     r.set_defaults(func=_cmd_run)
     args = parser.parse_args(argv)

@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from typing import Iterator
 
 log = logging.getLogger(__name__)
 
 PREFIX = "autoresearch_"
+DEFAULT_REPORT_INTERVAL_MS = 10_000.0  # Ray's metrics_report_interval_ms default
 
 # name (without PREFIX) -> (kind, description, tag keys)
 METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -139,12 +141,12 @@ def _start_refresher() -> None:
 
 
 def _refresh_interval_s() -> float:
+    # Ray's export interval is a system config with no public getter; it is set
+    # through the RAY_metrics_report_interval_ms variable (default 10 s).
     try:
-        import ray
-
-        report_ms = float(ray._config.metrics_report_interval_ms())
-    except Exception:
-        report_ms = 10_000.0
+        report_ms = float(os.environ.get("RAY_metrics_report_interval_ms", DEFAULT_REPORT_INTERVAL_MS))
+    except ValueError:
+        report_ms = DEFAULT_REPORT_INTERVAL_MS
     # Twice per export interval (which Ray floors at 1 s): never a gap.
     return max(report_ms, 1000.0) / 2000.0
 

@@ -210,6 +210,7 @@ def connect_tracker(
     create: bool = True,
     namespace: str = NAMESPACE,
     name: str = ACTOR_NAME,
+    address: str | None = None,
 ):
     """Return the handle of the cluster's WorkTracker, creating it if needed.
 
@@ -223,7 +224,7 @@ def connect_tracker(
 
     from train.ray_session import init_ray
 
-    init_ray()
+    init_ray(address=address)
     path = Path(state_path).expanduser().resolve() if state_path else default_state_path()
     if not create:
         try:
@@ -299,7 +300,7 @@ def stop_tracker(namespace: str = NAMESPACE, name: str = ACTOR_NAME) -> bool:
     return True
 
 
-def running_tracker(namespace: str = NAMESPACE):
+def running_tracker(namespace: str = NAMESPACE, address: str | None = None):
     """The tracker's handle when a cluster with a tracker is up, else None.
     Joins a running cluster but never starts one: read-only commands must not
     bring up Ray as a side effect."""
@@ -308,7 +309,7 @@ def running_tracker(namespace: str = NAMESPACE):
     from train.ray_session import init_ray
 
     try:
-        init_ray(attach_only=True, log_to_driver=False, logging_level="ERROR")
+        init_ray(attach_only=True, address=address, log_to_driver=False, logging_level="ERROR")
     except ConnectionError:
         return None
     try:

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         "actor when a Ray cluster is up, from its Parquet state file when none is.",
     )
     parser.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
+    parser.add_argument("--address", default=None,
+                        help="the Ray cluster to read (default: $RAY_ADDRESS, else a `ray start` cluster on this "
+                        "machine, else none: the state file is read directly)")
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", help="show who works on what")
     p_list.add_argument("--state-filter", choices=[s.value for s in LeaseState], help="only claims in this state")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     state_path = (args.state.expanduser().resolve() if args.state else default_state_path())
 
-    handle = running_tracker(args.namespace)
+    handle = running_tracker(args.namespace, args.address)
     if handle is not None:
         import ray
 
