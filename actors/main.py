@@ -19,6 +19,7 @@ from pathlib import Path
 
 from actors.research.cli import format_summary as format_research_summary
 from actors.research.config import DEFAULT_WORKSPACE, ResearchConfig, ResearchError, default_tag
+from actors.tracker.store import StatePathError, check_state_path
 from actors.tracker.actor import (
     NAMESPACE,
     STATE_ENV,
@@ -82,6 +83,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--experiments folder not found: {args.experiments}")
     if args.proposals is not None and not args.proposals.is_dir():
         parser.error(f"--proposals folder not found: {args.proposals}")
+    try:
+        check_state_path(args.state or default_state_path())
+    except StatePathError as exc:
+        parser.error(f"--state: {exc}")
     return args
 
 

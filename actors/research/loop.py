@@ -115,11 +115,10 @@ class AutoResearch:
         import ray
 
         from actors.tracker.actor import ACTOR_NAME
-        from actors.tracker.client import LeaseRefused, TrackerClient, owner_is_gone, process_owner
+        from actors.tracker.client import LeaseRefused, TrackerClient, process_owner
 
         client = TrackerClient(ray.get_actor(ACTOR_NAME, namespace=self.config.tracker_namespace))
-        lease = client.hold(self.work_id, process_owner(self.config.owner),
-                            holder_is_gone=lambda o: owner_is_gone(o, self.config.tracker_namespace))
+        lease = client.hold(self.work_id, self.config.owner or process_owner("autoresearch"))
         try:
             self.lease = lease.acquire()
         except LeaseRefused as exc:
@@ -392,7 +391,7 @@ def start_autoresearch(config: ResearchConfig, researcher: Researcher | None = N
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     name = name or f"autoresearch-{config.tag}-{uuid.uuid4().hex[:6]}"
-    config = config.model_copy(update={"owner": config.owner or f"actor:{name}"})
+    config = config.model_copy(update={"owner": config.owner or f"autoresearch@actor:{config.tracker_namespace}/{name}"})
     here = ray.get_runtime_context().get_node_id()
     cls = ray.remote(AutoResearch)
     return cls.options(

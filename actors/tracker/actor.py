@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from actors.shared import metrics
-from actors.tracker.store import SnapshotStore, StateLockedError
+from actors.tracker.owners import owner_is_gone
+from actors.tracker.store import SnapshotStore, StateLockedError, StatePathError, check_state_path
 from actors.tracker.rules import DEFAULT_TTL_S, Claim, LeaseState, LeaseTable
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,12 @@ class WorkTracker:
         self.store.lock(wait_s=30.0)
         loaded = self.store.load()
         self.loaded_from = loaded.source
-        self.table = LeaseTable.restore(loaded.records, loaded.next_token, ttl_s=ttl_s)
+        self.namespace = _my_namespace()
+        live_before = sum(r.live for r in loaded.records)
+        self.table = LeaseTable.restore(loaded.records, loaded.next_token, ttl_s=ttl_s, owner_gone=self._owner_gone)
+        dead = live_before - sum(r.live for r in self.table.list_claims(LeaseState.CLAIMED))
         self.sweep_interval_s = float(sweep_interval_s)
-        if loaded.source in ("previous", "recovered"):
+        if loaded.source in ("previous", "recovered") or dead:
             # Make the recovered state the current snapshot straight away, with
             # its raised token floor, before any caller is answered.
             self.store.write(*self.table.snapshot())
@@ -76,14 +80,17 @@ class WorkTracker:
         live = len(self.table.list_claims(LeaseState.CLAIMED))
         metrics.set_claims_held(live)
         logger.info(
-            "work tracker up: %s (%s), %d records, %d live leases refreshed, next token %d",
-            self.store.path, loaded.source, len(self.table), live, self.table.next_token,
+            "work tracker up: %s (%s), %d records, %d live leases refreshed, %d of dead owners evicted, "
+            "next token %d", self.store.path, loaded.source, len(self.table), live, dead, self.table.next_token,
         )
 
     # -- the lease API -------------------------------------------------------
 
     async def claim(self, work_id: str, owner: str, request_id: str | None = None) -> Claim | None:
         before = self.table.get(work_id)
+        if before is not None and before.live and before.owner != owner:
+            self._evict_dead(work_id)  # a dead holder's work is free at once, not after the TTL
+            before = self.table.get(work_id)
         grant = self.table.claim(work_id, owner, request_id)
         _count_eviction(before, self.table.get(work_id))
         await self._commit()
@@ -106,10 +113,11 @@ class WorkTracker:
         return ok
 
     async def evict_stale(self) -> list[Claim]:
-        evicted = self.table.evict_stale()
-        metrics.record_claims_evicted(len(evicted))
+        expired = self.table.evict_stale()
+        metrics.record_claims_evicted(len(expired))
+        evicted = expired + self._evict_dead()
         await self._commit()
-        for rec in evicted:
+        for rec in expired:
             logger.warning("evicted %s from %s (token %d): lease expired", rec.work_id, rec.owner, rec.token)
         return evicted
 
@@ -123,7 +131,25 @@ class WorkTracker:
         return evicted
 
     async def list_claims(self, state: str | None = None) -> list[Claim]:
+        if self._evict_dead():  # progress lines never show dead agents as working
+            await self._commit()
         return self.table.list_claims(state)
+
+    # -- owners that are certainly dead ---------------------------------------
+
+    def _owner_gone(self, owner: str) -> bool:
+        try:
+            return owner_is_gone(owner, namespace=self.namespace)
+        except Exception:  # noqa: BLE001 - when in doubt the owner lives, and the TTL decides
+            logger.exception("could not check whether %s is alive", owner)
+            return False
+
+    def _evict_dead(self, work_id: str | None = None) -> list[Claim]:
+        evicted = self.table.evict_owners(self._owner_gone, work_id)
+        for rec in evicted:
+            logger.warning("evicted %s from %s (token %d): its owner is gone", rec.work_id, rec.owner, rec.token)
+        metrics.record_claims_evicted(len(evicted))
+        return evicted
 
     async def get(self, work_id: str) -> Claim | None:
         return self.table.get(work_id)
@@ -186,6 +212,15 @@ class WorkTracker:
                 logger.exception("lease sweep failed")
 
 
+def _my_namespace() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().namespace
+    except Exception:  # noqa: BLE001 - constructed outside Ray (tests of the body)
+        return None
+
+
 def _count_eviction(before: Claim | None, after: Claim | None) -> None:
     """A call that finds a lease expired before the sweep did evicts it (and a
     claim then re-grants the work): count it like the sweep's evictions."""
@@ -224,15 +259,16 @@ def connect_tracker(
 
     from train.ray_session import init_ray
 
-    init_ray(address=address)
     path = Path(state_path).expanduser().resolve() if state_path else default_state_path()
+    if create:
+        _check_state_folder(path)  # before Ray starts: a user's mistake costs no start-up
+    init_ray(address=address)
     if not create:
         try:
             handle = ray.get_actor(name, namespace=namespace)
         except ValueError:
             raise LookupError(f"no work tracker {namespace}/{name} is running") from None
     else:
-        _check_state_folder(path)
         handle = (
             ray.remote(WorkTracker)
             .options(
@@ -270,14 +306,13 @@ def connect_tracker(
 
 
 def _check_state_folder(path: Path) -> None:
-    """Fail before starting an actor when the state folder cannot be written.
-    (Drivers, `ray job submit` ones included, run on the head node, where the
-    tracker keeps its state.)"""
+    """Fail before starting an actor when the state path cannot be ours or cannot
+    be written. (Drivers, `ray job submit` ones included, run on the head node,
+    where the tracker keeps its state.)"""
     try:
+        check_state_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(path.parent, os.W_OK):
-            raise PermissionError(f"{path.parent} is not writable")
-    except OSError as exc:
+    except (StatePathError, OSError) as exc:
         raise TrackerStartError(f"the work tracker cannot keep its state at {path}: {exc}") from None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from actors.shared.cli import format_table
 from actors.tracker.actor import NAMESPACE, STATE_ENV, default_state_path, running_tracker
 from actors.tracker.rules import Claim, LeaseState, LeaseTable
-from actors.tracker.store import SnapshotStore, StateLockedError
+from actors.tracker.store import SnapshotStore, StateLockedError, StatePathError, check_state_path
 
 
 def format_claims(claims: list[Claim], now: float | None = None) -> str:
@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     state_path = (args.state.expanduser().resolve() if args.state else default_state_path())
+    try:
+        check_state_path(state_path, writable=args.command != "list")
+    except StatePathError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     handle = running_tracker(args.namespace, args.address)
     if handle is not None:

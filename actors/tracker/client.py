@@ -17,16 +17,15 @@ claim carries a request id so that its retry returns the grant already made.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
 
+from actors.tracker.owners import owner_is_gone, process_owner  # noqa: F401 (part of the client's API)
 from actors.tracker.rules import Claim, LeaseState
 
 logger = logging.getLogger(__name__)
@@ -86,66 +85,26 @@ class TrackerClient:
     def get(self, work_id: str) -> Claim | None:
         return self._call("get", work_id)
 
-    def hold(self, work_id: str, owner: str, *, holder_is_gone: Callable[[str], bool] | None = None,
-             heartbeat_s: float | None = None) -> "Lease":
+    def hold(self, work_id: str, owner: str, *, heartbeat_s: float | None = None) -> "Lease":
         """A `Lease` on `work_id` for `owner`, to use as a context manager."""
-        return Lease(self, work_id, owner, holder_is_gone=holder_is_gone, heartbeat_s=heartbeat_s)
-
-
-def process_owner(label: str | None = None) -> str:
-    """An owner name the tracker's users can check for liveness: `actor:NAME` inside
-    a named Ray actor, else `pid:HOST:PID`; `label` is used as it is when given."""
-    if label:
-        return label
-    try:
-        name = ray.get_runtime_context().get_actor_name() if ray.is_initialized() else None
-    except Exception:  # noqa: BLE001 - not inside Ray at all
-        name = None
-    return f"actor:{name}" if name else f"pid:{socket.gethostname()}:{os.getpid()}"
-
-
-def owner_is_gone(owner: str, namespace: str | None = None) -> bool:
-    """True only when the owner is certainly dead: its named actor no longer exists,
-    or its process on this host has exited. Unknown owners count as alive (the
-    lease then ends by its TTL)."""
-    kind, _, rest = owner.partition(":")
-    if kind == "actor":
-        try:
-            ray.get_actor(rest, namespace=namespace)
-            return False
-        except ValueError:
-            return True
-    if kind == "pid":
-        host, _, pid = rest.rpartition(":")
-        if host != socket.gethostname():
-            return False  # cannot tell from here
-        try:
-            os.kill(int(pid), 0)
-            return False
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            return False
-    return False
+        return Lease(self, work_id, owner, heartbeat_s=heartbeat_s)
 
 
 class Lease:
-    """One held work item: claim (or take over from a holder that is certainly
-    dead), heartbeat from a thread, `lost` when the tracker refuses a heartbeat or
-    stays unreachable past the lease's TTL, release on exit.
+    """One held work item: claim it (the tracker hands over the claim of a holder
+    that is certainly dead at once, see `actors.tracker.owners`), heartbeat from a
+    thread, `lost` when the tracker refuses a heartbeat or stays unreachable past
+    the lease's TTL, release on exit.
 
     Leaving the `with` block without `finish()` releases the claim as
     `abandoned`, with the exception (Ctrl-C included) as the reason, so nothing
     stays held for a TTL after its holder stopped.
     """
 
-    def __init__(self, client: TrackerClient, work_id: str, owner: str, *,
-                 holder_is_gone: Callable[[str], bool] | None = None, heartbeat_s: float | None = None):
+    def __init__(self, client: TrackerClient, work_id: str, owner: str, *, heartbeat_s: float | None = None):
         self.client, self.work_id, self.owner = client, work_id, owner
-        self._holder_is_gone = holder_is_gone
         self._heartbeat_s = heartbeat_s
         self.claim: Claim | None = None
-        self.took_over: str | None = None  # the dead holder whose claim this one replaced
         self.lost = threading.Event()
         self.released = False
         self._stop = threading.Event()
@@ -159,14 +118,6 @@ class Lease:
 
     def acquire(self) -> "Lease":
         claim = self.client.claim(self.work_id, self.owner)
-        if claim is None and self._holder_is_gone is not None:
-            held = self.client.get(self.work_id)
-            if held is not None and held.live and self._holder_is_gone(held.owner):
-                logger.warning("%s is held by %s, which is gone: taking it over", self.work_id, held.owner)
-                self.client.release(self.work_id, held.token, LeaseState.ABANDONED.value,
-                                    {"reason": f"holder gone; taken over by {self.owner}"})
-                claim = self.client.claim(self.work_id, self.owner)
-                self.took_over = held.owner if claim is not None else None
         if claim is None:
             raise LeaseRefused(self.work_id, self.client.get(self.work_id))
         self.claim = claim

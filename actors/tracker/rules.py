@@ -118,10 +118,15 @@ class LeaseTable:
         next_token: int,
         ttl_s: float = DEFAULT_TTL_S,
         clock: Callable[[], float] | None = None,
+        owner_gone: Callable[[str], bool] | None = None,
     ) -> "LeaseTable":
-        """Rebuild after a restart: every live claim gets a fresh full lease,
-        so the time the tracker was down is never counted against a holder."""
+        """Rebuild after a restart: every live claim of a living owner gets a fresh
+        full lease, so the time the tracker was down is never counted against a
+        holder; the claims of owners `owner_gone` says are certainly dead are
+        evicted instead of refreshed."""
         table = cls(ttl_s=ttl_s, clock=clock, records=records, next_token=next_token)
+        if owner_gone is not None:
+            table.evict_owners(owner_gone)
         now = table.clock()
         for work_id, rec in list(table._records.items()):
             if rec.live:
@@ -263,6 +268,12 @@ class LeaseTable:
         now = self.clock()
         return [self._evict(r, now) for r in list(self._records.values()) if r.live]
 
+    def evict_owners(self, owner_gone: Callable[[str], bool], work_id: str | None = None) -> list[Claim]:
+        """Evict the live leases (of `work_id`, or all) whose owner is certainly dead."""
+        now = self.clock()
+        recs = [self._records[work_id]] if work_id in self._records else [] if work_id else list(self._records.values())
+        return [self._evict(r, now, "owner gone") for r in recs if r.live and owner_gone(r.owner)]
+
     # -- internals -----------------------------------------------------------
 
     def _current(self, work_id: str, token: int) -> Claim | None:
@@ -271,8 +282,9 @@ class LeaseTable:
             return None
         return rec
 
-    def _evict(self, rec: Claim, now: float) -> Claim:
-        evicted = rec.model_copy(update={"state": LeaseState.EVICTED, "released_at": now})
+    def _evict(self, rec: Claim, now: float, reason: str = "lease expired") -> Claim:
+        evicted = rec.model_copy(update={"state": LeaseState.EVICTED, "released_at": now,
+                                         "result": {"reason": reason}})
         self._records[rec.work_id] = evicted
         self.version += 1
         return evicted

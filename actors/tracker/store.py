@@ -55,6 +55,67 @@ class StateLockedError(RuntimeError):
     """Another live process is writing this state file."""
 
 
+class StatePathError(ValueError):
+    """The state path cannot be ours: a folder, someone else's file, or not writable."""
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def _is_our_snapshot(path: Path) -> bool:
+    try:
+        return (pq.read_schema(path).metadata or {}).get(b"ray_autoresearch.format") is not None
+    except Exception:  # noqa: BLE001 - missing or unreadable
+        return False
+
+
+def check_state_path(path: str | os.PathLike, writable: bool = True) -> Path:
+    """Refuse a state path that is not (and cannot become) our snapshot, touching nothing.
+
+    A folder, a file that is not Parquet, or a Parquet file without our format
+    marker belongs to the user: it is never renamed or overwritten. A Parquet
+    file of ours that cannot be read is a damaged snapshot, which `load` falls
+    back from (keeping it aside as evidence). With `writable`, the folder must be
+    creatable and writable, and an existing file writable.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise StatePathError(f"{path} is a folder; the state is one file, e.g. {path / 'work_tracker.parquet'}")
+    if path.exists():
+        if not path.is_file():
+            raise StatePathError(f"{path} is not a regular file")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError as exc:
+            raise StatePathError(f"cannot read {path}: {exc.strerror or exc}") from None
+        # A damaged snapshot of ours sits beside our previous one, which load() falls back to.
+        ours_before = head != PARQUET_MAGIC and _is_our_snapshot(Path(f"{path}.prev"))
+        if head != PARQUET_MAGIC and not ours_before:
+            raise StatePathError(f"{path} is not a work-tracker state file (not Parquet); it is left as it is: "
+                                 "pass another --state")
+        if head == PARQUET_MAGIC:
+            try:
+                meta = pq.read_schema(path).metadata or {}
+            except Exception:  # noqa: BLE001 - a damaged snapshot: load() falls back from it
+                meta = None
+            if meta is not None and meta.get(b"ray_autoresearch.format") is None:
+                raise StatePathError(f"{path} is a Parquet file but not a work-tracker state file; it is left "
+                                     "as it is: pass another --state")
+        if writable and not os.access(path, os.W_OK):
+            raise StatePathError(f"{path} is not writable")
+    if writable:
+        folder = path.parent
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise StatePathError(f"cannot keep the state in {folder}: {existing} is not a folder")
+        if not os.access(existing, os.W_OK):
+            raise StatePathError(f"cannot keep the state in {folder}: {existing} is not writable")
+    return path.resolve()
+
+
 @dataclass
 class LoadedState:
     records: list[Claim]

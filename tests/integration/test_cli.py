@@ -121,8 +121,8 @@ def test_unusable_state_path_is_one_clear_error(ray_env, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     out = run(["-m", "actors.main", "--state", str(blocker / "state.parquet")], ray_env)
-    assert out.returncode == 1
-    assert "error: the work tracker cannot keep its state at" in out.stderr
+    assert out.returncode == 2  # a user's mistake, refused before anything starts
+    assert "error: --state: cannot keep the state in" in out.stderr and "a-file is not a folder" in out.stderr
     assert "Traceback" not in out.stderr
     with pytest.raises(ValueError):  # and no tracker was left behind
         ray.get_actor("work_tracker", namespace="ray-autoresearch")

@@ -11,7 +11,7 @@ import ray
 
 from actors.tracker.rules import LeaseState
 from actors.tracker.store import SnapshotStore
-from actors.tracker.client import LeaseLost, LeaseRefused, TrackerClient, owner_is_gone
+from actors.tracker.client import LeaseLost, LeaseRefused, TrackerClient
 from actors.tracker.actor import TrackerConfigError, connect_tracker
 
 
@@ -150,17 +150,16 @@ def test_lease_is_released_as_abandoned_on_an_exception_or_ctrl_c(make_tracker):
         client.hold("w-done", "other").acquire()
 
 
-def test_lease_takes_over_only_from_a_holder_that_is_certainly_gone(make_tracker):
+def test_lease_gets_the_work_of_a_holder_that_is_certainly_gone_and_only_then(make_tracker):
     handle = make_tracker(ttl_s=60)
     client = TrackerClient(handle)
-    dead_pid = f"pid:{socket.gethostname()}:{_a_dead_pid()}"
-    assert client.claim("w", dead_pid) is not None
-    assert client.claim("w2", f"pid:{socket.gethostname()}:{os.getpid()}") is not None
-    gone = lambda owner: owner_is_gone(owner, namespace=make_tracker.namespace)  # noqa: E731
-    with client.hold("w", "new-agent", holder_is_gone=gone) as lease:
-        assert lease.took_over == dead_pid
-    with pytest.raises(LeaseRefused, match="held by pid:"):
-        client.hold("w2", "new-agent", holder_is_gone=gone).acquire()  # that holder is alive: this test
+    dead = f"old-cli@pid:{socket.gethostname()}:{_a_dead_pid()}"
+    assert client.claim("w", dead) is not None
+    assert client.claim("w2", f"this-test@pid:{socket.gethostname()}:{os.getpid()}") is not None
+    with client.hold("w", "new-agent") as lease:  # at once, not after the TTL
+        assert lease.claim.attempts == 2
+    with pytest.raises(LeaseRefused, match="held by this-test@pid:"):
+        client.hold("w2", "new-agent").acquire()  # that holder is alive: this test
 
 
 def _a_dead_pid() -> int:

@@ -111,3 +111,27 @@ def test_restore_refreshes_live_leases(clock):
     assert t2.get("w").expires_at == clock.now + TTL
     assert t2.heartbeat("w", c.token)
     assert t2.claim("x", "b").token > c.token
+
+
+def test_restore_evicts_dead_owners_and_refreshes_living_ones():
+    clock = FakeClock()
+    table = LeaseTable(ttl_s=60, clock=clock)
+    table.claim("a", "alive@pid:h:1")
+    table.claim("b", "dead@pid:h:2")
+    clock.advance(50)
+    restored = LeaseTable.restore(*table.snapshot(), ttl_s=60, clock=clock, owner_gone=lambda o: o.startswith("dead"))
+    a, b = restored.get("a"), restored.get("b")
+    assert a.live and a.expires_at == clock.now + 60  # a living owner keeps its lease, refreshed
+    assert b.state is LeaseState.EVICTED and b.result == {"reason": "owner gone"}  # never refreshed
+    assert restored.claim("b", "next") is not None
+
+
+def test_evict_owners_only_touches_live_leases_of_dead_owners():
+    table = LeaseTable(ttl_s=60, clock=FakeClock())
+    for w in ("x", "y", "z"):
+        table.claim(w, f"{w}-owner")
+    table.release("z", table.get("z").token, "done")
+    gone = {"x-owner", "z-owner"}.__contains__
+    assert [c.work_id for c in table.evict_owners(gone, "y")] == []
+    assert [c.work_id for c in table.evict_owners(gone)] == ["x"]
+    assert table.get("z").state is LeaseState.DONE and table.get("y").live
