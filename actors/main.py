@@ -19,6 +19,7 @@ from pathlib import Path
 
 from actors.research.cli import format_summary as format_research_summary
 from actors.research.config import DEFAULT_WORKSPACE, ResearchConfig, ResearchError, default_tag
+from actors.shared.cli import fail, format_table
 from actors.tracker.store import StatePathError, check_state_path
 from actors.tracker.actor import (
     NAMESPACE,
@@ -93,15 +94,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def format_summary(outcomes: list[dict]) -> str:
     if not outcomes:
         return "Nothing to scale: no scalable, unclaimed MVE left."
-    head = ("MVE", "STATUS", "AGENT", "VAL_LOSS", "GPU_H", "COST", "SECONDS", "REASON")
-    rows = [head]
-    for o in sorted(outcomes, key=lambda o: o["mve_id"]):
-        rows.append((o["mve_id"], o["status"], o["agent"],
-                     "-" if o.get("val_loss") is None else f"{o['val_loss']:.3f}",
-                     f"{o.get('gpu_hours', 0):.2f}", f"${o.get('cost_usd', 0):.2f}", f"{o.get('seconds', 0):.0f}",
-                     (o.get("reason") or "")[:100]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    rows = [(o["mve_id"], o["status"], o["agent"], "-" if o.get("val_loss") is None else f"{o['val_loss']:.3f}",
+             f"{o.get('gpu_hours', 0):.2f}", f"${o.get('cost_usd', 0):.2f}", f"{o.get('seconds', 0):.0f}",
+             (o.get("reason") or "")[:100])
+            for o in sorted(outcomes, key=lambda o: o["mve_id"])]
+    lines = [format_table(("MVE", "STATUS", "AGENT", "VAL_LOSS", "GPU_H", "COST", "SECONDS", "REASON"), rows)]
     by = {s: sum(o["status"] == s for o in outcomes)
           for s in ("scaled", "failed", "skipped", "planned", "scaffolded", "lost")}
     lines.append("")
@@ -159,25 +156,31 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from actors.scaler.agent import ScalerAgent
+    from pydantic import ValidationError
 
+    from actors.scaler.agent import ScalerAgent
+    from actors.scaler.options import ScalerOptions
+    from train.spec import format_validation_error
+
+    try:  # checked before Ray starts
+        options = ScalerOptions(experiments=args.experiments, code=args.code, proposals=args.proposals,
+                                ledger=args.ledger, launch=not args.no_launch, dry_run=args.dry_run,
+                                model=args.model, tracker_namespace=args.namespace)
+    except ValidationError as exc:
+        return fail(format_validation_error(exc))
     try:
         tracker = connect_tracker(state_path=args.state, namespace=args.namespace, address=args.address)
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.code.mkdir(parents=True, exist_ok=True)
-    ledger = args.ledger or args.experiments / "EXPERIMENTS.md"
     agent_cls = ray.remote(ScalerAgent)
     # On this node: the experiments and code folders are here, and so is the API key
     # (only the head's Ray processes have it); training jobs still go where the GPUs are.
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     agents = {
         f"scaler-{i}": agent_cls.options(num_cpus=0, max_restarts=0, scheduling_strategy=here).remote(
-            f"scaler-{i}", str(args.experiments), str(args.code), str(args.proposals) if args.proposals else None,
-            tracker_namespace=args.namespace, launch=not args.no_launch, dry_run=args.dry_run,
-            model=args.model, ledger=str(ledger),
-        )
+            f"scaler-{i}", options)
         for i in range(args.scalers)
     }
     research = None

@@ -24,7 +24,8 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field
 
 from actors.research.rules import ResultRow, normalise_direction
-from actors.shared.llm import LLMError, Usage
+from actors.shared.llm import LLMError
+from actors.shared.pricing import Usage
 
 TOOL_NAME = "submit_experiment"
 MAX_SOURCE_BYTES = 1_000_000  # a research file larger than this is not a training script

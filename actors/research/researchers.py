@@ -2,27 +2,30 @@
 
 - `OfflineResearcher`: no model; `actors.research.knobs` changes one numeric
   hyperparameter default.
-- `AnthropicResearcher`: Claude, through the shared LLM client (tool use for the
+- `ClaudeResearcher`: Claude, through the shared LLM client (tool use for the
   structured reply, prompt caching, the SDK's retries, accounting); it is also
-  asked for a trivial fix when a run crashes.
-- `ScriptedResearcher`: replies from a list, for tests.
+  asked for a trivial fix when a run crashes. Tests run it over `ScriptedLLM`.
 
 Whoever proposes, `actors.research.proposals.apply_proposal` checks the result.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections import deque
 from typing import Any, Iterable
 
-from pydantic import ValidationError
-
 from actors.research import knobs as offline
-from actors.research.proposals import TOOL_NAME, ProposalRejected, ResearchContext, ResearchProposal, Researcher
+from actors.research.proposals import (
+    TOOL_NAME,
+    ProposalRejected,
+    ResearchContext,
+    ResearchProposal,
+    Researcher,
+    apply_proposal,
+)
 from actors.research.rules import normalise_direction
-from actors.shared.llm import DEFAULT_MODEL, AnthropicLLM, LLMError, Usage, format_validation_error
+from actors.shared.llm import LLMClient, LLMError, ReplyRejected, make_llm
+from actors.shared.pricing import Usage
 
 log = logging.getLogger(__name__)
 
@@ -124,35 +127,34 @@ kind, as a diff against the crashed file shown above or as the whole file. Keep 
 idea; fix only what made it crash."""
 
 
-class AnthropicResearcher:
-    """Claude as the researcher, through `actors.llm.AnthropicLLM`'s client path."""
+class ClaudeResearcher:
+    """Claude as the researcher: builds the prompt and asks once through the
+    shared `LLMClient` (or its scripted fake). Its answer must be a valid
+    `ResearchProposal` that `apply_proposal` accepts; one that is not gets the
+    client's single retry, with the reason, in the same conversation."""
 
     can_fix_crashes = True
 
-    def __init__(self, llm: AnthropicLLM | None = None, *, model: str | None = None, max_tokens: int = 16000):
-        # A whole 10-50 kB file can come back: room for it, and time to write it.
-        self.llm = llm or AnthropicLLM(model or DEFAULT_MODEL, max_tokens=max_tokens, timeout_s=600)
-        self.name = f"anthropic:{self.llm.model}"
+    def __init__(self, llm: LLMClient) -> None:
+        self.llm = llm
+        self.name = f"anthropic:{llm.model}"
 
     def __repr__(self) -> str:
-        return f"AnthropicResearcher(model={self.llm.model!r})"
+        return f"ClaudeResearcher({self.llm!r})"
 
-    def tool(self) -> dict[str, Any]:
-        return {"name": TOOL_NAME, "description": "Submit the next experiment of the keep/discard loop.",
-                "input_schema": ResearchProposal.model_json_schema()}
-
-    def build_params(self, context: ResearchContext, extra: list[str] = ()) -> dict[str, Any]:
-        cache = {"type": "ephemeral"}
+    def content(self, context: ResearchContext, extra: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """The user turn. One cache breakpoint on the research file (the system
+        prompt has the other): results and notes change every experiment."""
         content: list[dict[str, Any]] = []
         if context.program:
             content.append({"type": "text", "text": f'<document name="program.md">\n{context.program}\n</document>'})
         content.append({"type": "text",
                         "text": f'<document name="{context.file}">\n{context.source}\n</document>',
-                        "cache_control": dict(cache)})
+                        "cache_control": {"type": "ephemeral"}})
         content.append({"type": "text",
                         "text": f'<document name="results.tsv">\n{context.results_tsv}\n</document>\n'
                         f'<document name="notes.md">\n{context.notes_md}\n</document>'})
-        fixed = (f"Fixed for every run by the environment (changing their defaults has no effect): "
+        fixed = ("Fixed for every run by the environment (changing their defaults has no effect): "
                  + ", ".join(f"{k}={v}" for k, v in sorted(context.env.items())) + ".") if context.env else ""
         rules = [fixed, f"Noise floor: {context.noise_floor:.4f} val_bpb." if context.noise_floor is not None else "",
                  f"Best val_bpb so far: {context.best_bpb:.4f}." if context.best_bpb is not None else "",
@@ -169,88 +171,41 @@ class AnthropicResearcher:
         if context.feedback:
             content.append({"type": "text", "text": f"Your previous proposal was rejected: {context.feedback}\n"
                             "Submit a corrected one."})
-        return {
-            "model": self.llm.model,
-            "max_tokens": self.llm.max_tokens,
-            "system": [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": dict(cache)}],
-            "tools": [self.tool()],
-            "tool_choice": {"type": "tool", "name": TOOL_NAME},
-            "messages": [{"role": "user", "content": content}],
-        }
+        return content
 
-    def _ask(self, params: dict[str, Any]) -> tuple[ResearchProposal, Usage]:
-        response, usage, attempts = self.llm.create_message(params)
-        log.info("proposal: model=%s attempts=%d input=%d output=%d cost=$%.4f", self.llm.model, attempts,
-                 usage.input_tokens, usage.output_tokens, usage.cost_usd)
-        blocks = [b for b in (getattr(response, "content", None) or [])
-                  if getattr(b, "type", None) == "tool_use" and getattr(b, "name", None) == TOOL_NAME]
-        if not blocks:
-            raise ProposalRejected(f"the reply has no `{TOOL_NAME}` tool call "
-                                   f"(stop_reason={getattr(response, 'stop_reason', None)!r})")
+    def _ask(self, context: ResearchContext, extra: Iterable[str] = ()) -> tuple[ResearchProposal, Usage]:
+        def applies(proposal: ResearchProposal) -> str | None:
+            try:
+                apply_proposal(proposal, context)
+            except ProposalRejected as exc:
+                return str(exc)
+            return None
+
+        system = [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
         try:
-            return ResearchProposal.model_validate(copy.deepcopy(blocks[0].input)), usage
-        except ValidationError as err:
-            raise ProposalRejected(format_validation_error(err)[0]) from None
+            return self.llm.ask(system=system, content=self.content(context, extra), tool_name=TOOL_NAME,
+                                output=ResearchProposal, check=applies,
+                                description="Submit the next experiment of the keep/discard loop.")
+        except ReplyRejected as exc:  # the loop stops on a proposal it cannot use
+            raise ProposalRejected(exc.reason, model=exc.model, usage=exc.usage) from None
 
     def propose(self, context: ResearchContext) -> tuple[ResearchProposal, Usage]:
-        return self._ask(self.build_params(context))
+        return self._ask(context)
 
     def fix_crash(self, context: ResearchContext, proposal: ResearchProposal,
                   log_tail: str) -> tuple[ResearchProposal, Usage]:
         extra = [f"The experiment you proposed:\n{proposal.reasoning_block()}\nDescription: {proposal.description}",
                  f"It crashed. The last lines of its log:\n<log>\n{log_tail}\n</log>", FIX_INSTRUCTIONS]
-        return self._ask(self.build_params(context, extra))
-
-
-# --------------------------------------------------------------------------- scripted
-
-
-class ScriptedResearcher:
-    """Replies from a script, for tests: each call to `propose` or `fix_crash`
-    pops the next item, a `ResearchProposal`, a dict validated into one, a
-    callable `context -> proposal`, or an exception to raise."""
-
-    can_fix_crashes = True
-
-    def __init__(self, script: Iterable[Any] = (), *, name: str = "scripted", usage: Usage | None = None):
-        self.name = name
-        self._script: deque[Any] = deque(script)
-        self._usage = usage or Usage()
-        self.calls: list[str] = []
-
-    @property
-    def remaining(self) -> int:
-        return len(self._script)
-
-    def _next(self, what: str, context: ResearchContext) -> tuple[ResearchProposal, Usage]:
-        self.calls.append(what)
-        if not self._script:
-            raise LLMError(f"{self.name}: no scripted reply left (call {len(self.calls)}: {what})")
-        item = self._script.popleft()
-        if isinstance(item, BaseException) or (isinstance(item, type) and issubclass(item, BaseException)):
-            raise item
-        if callable(item) and not isinstance(item, (dict, ResearchProposal)):
-            item = item(context)
-        if isinstance(item, dict):
-            item = ResearchProposal.model_validate(item)
-        return item, copy.copy(self._usage)
-
-    def propose(self, context: ResearchContext) -> tuple[ResearchProposal, Usage]:
-        return self._next("propose", context)
-
-    def fix_crash(self, context, proposal, log_tail) -> tuple[ResearchProposal, Usage]:
-        return self._next("fix_crash", context)
+        return self._ask(context, extra)
 
 
 def make_researcher(*, offline_only: bool = False, model: str | None = None, seed: int = 0) -> Researcher:
     """Claude when ANTHROPIC_API_KEY is set (and not `offline_only`), else the offline researcher."""
-    import os
-
-    if offline_only or not os.environ.get("ANTHROPIC_API_KEY"):
-        log.info("AutoResearch proposer: offline (%s)",
-                 "--offline" if offline_only else "ANTHROPIC_API_KEY is not set")
+    # A whole 10-50 kB file can come back: room for it, and time to write it.
+    llm = make_llm(model, offline=offline_only, max_tokens=16000, timeout_s=600)
+    if llm is None:
+        log.info("AutoResearch proposer: offline")
         return OfflineResearcher(seed=seed)
-    researcher = AnthropicResearcher(model=model or os.environ.get("ANTHROPIC_MODEL") or DEFAULT_MODEL)
+    researcher = ClaudeResearcher(llm)
     log.info("AutoResearch proposer: %r", researcher)
     return researcher
-

@@ -7,8 +7,9 @@ the script into a fresh working directory, runs it (`torchrun --standalone
 --nproc_per_node=G` when it holds G >= 1 GPUs, the way the challenge runs it;
 plain `python` on CPU), saves the combined stdout/stderr, and returns the log.
 A run that outlives the timeout has its whole process group killed and counts
-as a crash. The environment is scrubbed: no API keys, no Ray token; only what
-torch, CUDA and NCCL need, plus the caller's overrides.
+as a crash. The environment is `actors.shared.sandbox.child_env`'s allowlist:
+no API keys, no Ray token; what torch, CUDA and NCCL need, plus the caller's
+overrides (a CPU run sees no GPU).
 """
 
 from __future__ import annotations
@@ -22,23 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# Environment variables a training run may inherit. Everything else (API keys,
-# RAY_* including the cluster's auth token, cloud credentials) stays out.
-_PASS_EXACT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "USER")
-_PASS_PREFIXES = ("CUDA_", "NCCL_", "NVIDIA_", "OMP_", "MKL_", "TORCH_CUDA_ARCH", "PYTORCH_CUDA_ALLOC")
-_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
-
-
-def run_env(overrides: dict[str, str] | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a training run: an allowlist of the current one plus `overrides`."""
-    base = os.environ if base is None else base
-    env = {k: v for k, v in base.items()
-           if (k in _PASS_EXACT or k.startswith(_PASS_PREFIXES))
-           and not any(m in k.upper() for m in _SECRET_MARKERS)}
-    env["PYTHONUNBUFFERED"] = "1"
-    for k, v in (overrides or {}).items():
-        env[str(k)] = str(v)
-    return env
+from actors.shared.sandbox import child_env
 
 
 @dataclass
@@ -74,7 +59,8 @@ def run_script(source: str, filename: str = "train_gpt.py", *, env: dict[str, st
         timed_out = False
         with open(out_path, "wb") as out:
             # A session of its own, so that a timeout kills torchrun and every rank it started.
-            proc = subprocess.Popen(cmd, cwd=work, env=run_env(env), stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, cwd=work, env=child_env(env, gpu=gpus >= 1), stdout=out,
+                                    stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     preexec_fn=_die_with_parent)
             try:

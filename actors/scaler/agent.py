@@ -8,22 +8,24 @@ of agents from doing the same MVE twice. For one MVE an agent:
 3. designs a ScalePlan (Claude through the Anthropic SDK when a key is set,
    else the offline planner) and validates it against the hard limits;
 4. writes `code/NNN_scaled/` atomically and smoke-tests it in a subprocess with
-   a scrubbed environment and a timeout;
+   the sandbox's environment (no secrets, no GPU) and a timeout;
 5. trains it through `train.run` with the plan's GPUs; on a cluster without
    GPUs (a laptop) it runs a rehearsal instead: CPU workers, the model capped
    at d_model 128 x 2 layers, a 40-step budget, marked as such in results.json;
 6. writes `code/NNN_scaled/results.json` and a ledger entry only after a
    heartbeat confirms its token is still valid, and releases the claim as done.
 
-Any failure releases the claim as failed, with the reason, and removes the
-folder it was writing.
+A failure of the MVE (a rejected plan, a failed smoke test or training run, an
+unreachable API: EXPECTED_FAILURES) releases the claim as failed, with the
+reason, removes the folder it was writing, and the agent goes on. Any other
+exception is a bug: it is logged with its traceback, the claim is released as
+failed and the folder removed all the same, and the agent crashes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -31,36 +33,49 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from actors.shared import metrics
-from actors.shared.llm import LLMError, PlanRejected, PlanRequest, Planner, Usage, make_planner
 from actors.scaler.discovery import MVE, SCALE_PREFIX, find_mves, normalise_claim
-from actors.scaler.planners import OfflinePlanner
+from actors.scaler.options import ScalerOptions
 from actors.scaler.plan import ScalePlan
-from actors.scaler.scaffold import write_scaled_experiment
+from actors.scaler.planners import ClaudePlanner, OfflinePlanner
+from actors.scaler.scaffold import ScaffoldError, write_scaled_experiment
+from actors.shared import metrics
+from actors.shared.llm import LLMClient, LLMError, ReplyRejected, make_llm
+from actors.shared.pricing import Usage
+from actors.shared.sandbox import child_env
+from actors.tracker.actor import ACTOR_NAME
 from actors.tracker.client import Lease, LeaseLost, LeaseRefused, TrackerClient
-from actors.tracker.actor import ACTOR_NAME, NAMESPACE
+from analysis.files import atomic_write_json
+from train.data.base import DatasetUnavailable
 from train.estimate import check_fits
-from train.spec import TrainSpec
+from train.limits import LimitExceeded
+from train.models.custom import ModelLoadError
+from train.run import TrainingFailed
+from train.spec import SpecError, TrainSpec
 
 logger = logging.getLogger(__name__)
 
-SMOKE_TIMEOUT_S = 300
-# Environment a generated experiment's smoke test may see: nothing secret, no
-# Ray address or token, no cloud credentials.
-SAFE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
 LAPTOP_OVERRIDES = (
     "resources.gpus=0", "resources.cpu_workers=1", "optim.batch_size=8", "optim.warmup_steps=5",
     "budget.max_steps=40", "budget.eval_interval=20", "budget.eval_batches=4", "budget.max_hours=0.1",
     "budget.patience=null", "budget.target=null", "precision=fp32", "logging.tensorboard=false",
 )
 MAX_DOC_CHARS = 60_000  # per document sent to the planner
-# A failed (or dry-run/no-launch) MVE waits this long before any agent tries it
-# again, so that one MVE does not take every agent's turn in the same round.
-RETRY_FAILED_AFTER_S = 600.0
 
 
 class StepFailed(RuntimeError):
-    """A step of scaling one MVE failed; the message says which and why."""
+    """A step of scaling one MVE failed; the message says which and why.
+    `usage`: what the LLM billed on the way (a rejected plan is billed too)."""
+
+    def __init__(self, message: str, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage if usage is not None else Usage()
+
+
+# What a step of `_scale` may raise when the MVE, the plan, the model or the
+# cluster lets it down: the MVE is released as failed and the agent goes on.
+# Anything else is a bug in our code, and crashes the agent.
+EXPECTED_FAILURES = (StepFailed, LLMError, ScaffoldError, SpecError, LimitExceeded, ModelLoadError,
+                     DatasetUnavailable, TrainingFailed, OSError)
 
 
 @dataclass
@@ -83,8 +98,25 @@ class Outcome:
         return asdict(self)
 
 
-def scrubbed_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in SAFE_ENV_KEYS if k in os.environ}
+def smoke_test(folder: Path, timeout_s: float) -> None:
+    """Run the generated `train.py --smoke` in its folder, in a child process that
+    sees no secret and no GPU, under `timeout_s`; StepFailed saying why it failed."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "train.py", "--smoke"], cwd=folder, env=child_env(gpu=False),
+            capture_output=True, text=True, timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"smoke test timed out after {timeout_s:.0f}s") from None
+    if proc.returncode != 0:
+        tail = (proc.stdout.strip().splitlines() or proc.stderr.strip().splitlines() or ["no output"])[-1]
+        try:
+            report = json.loads(tail)
+            failed = [f"{name} {check}" for name, check in report.get("checks", {}).items() if not check.get("ok")]
+            tail = "; ".join(failed) or report.get("error", tail)
+        except (ValueError, AttributeError):
+            pass
+        raise StepFailed(f"smoke test failed: {tail[:500]}")
 
 
 def laptop_spec(spec: TrainSpec) -> TrainSpec:
@@ -102,42 +134,26 @@ def laptop_spec(spec: TrainSpec) -> TrainSpec:
 class ScalerAgent:
     """One agent. As a Ray actor: `ray.remote(ScalerAgent)`; in-process works too."""
 
-    def __init__(
-        self,
-        agent_id: str,
-        experiments: str | Path,
-        code: str | Path,
-        proposals: str | Path | None = None,
-        *,
-        tracker=None,
-        tracker_namespace: str = NAMESPACE,
-        launch: bool = True,
-        dry_run: bool = False,
-        model: str | None = None,
-        planner: Planner | None = None,
-        ledger: str | Path | None = None,
-        gpus_available: bool | None = None,
-        smoke_timeout_s: float = SMOKE_TIMEOUT_S,
-        retry_failed_after_s: float = RETRY_FAILED_AFTER_S,
-    ):
+    def __init__(self, agent_id: str, options: ScalerOptions, *, tracker=None, llm: LLMClient | None = None):
+        """`options` say how to work; `tracker` is the WorkTracker's handle (else
+        found by name); `llm` the Claude client (else one from ANTHROPIC_API_KEY,
+        read here, in the process that uses it; none: the offline planner)."""
         import ray
 
+        if not isinstance(options, ScalerOptions):
+            raise TypeError(f"options must be a ScalerOptions, not {type(options).__name__}")
         self.agent_id = agent_id
-        self.experiments = Path(experiments).resolve()
-        self.code = Path(code).resolve()
-        self.proposals = Path(proposals).resolve() if proposals else None
-        handle = tracker or ray.get_actor(ACTOR_NAME, namespace=tracker_namespace)
+        self.options = options
+        handle = tracker or ray.get_actor(ACTOR_NAME, namespace=options.tracker_namespace)
         self.tracker = TrackerClient(handle)
-        self.launch, self.dry_run = launch, dry_run
-        # The API key is read here, in the process that uses it, never shipped.
-        self.planner = planner if planner is not None else make_planner(model)
+        if llm is None:
+            llm = make_llm(options.model, offline=options.offline)
+        self.planner = ClaudePlanner(llm) if llm is not None else None
         self.offline = OfflinePlanner()
-        self.ledger = Path(ledger).resolve() if ledger else self.experiments / "EXPERIMENTS.md"
-        if gpus_available is None:
-            gpus_available = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
-        self.gpus_available = gpus_available
-        self.smoke_timeout_s = smoke_timeout_s
-        self.retry_failed_after_s = retry_failed_after_s
+        gpus = options.gpus_available
+        if gpus is None:
+            gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+        self.gpus_available = gpus
 
     # -- the loop ------------------------------------------------------------------
 
@@ -148,7 +164,8 @@ class ScalerAgent:
         while True:
             held, recent = self._claim_states()
             tried |= recent
-            mves = find_mves(self.experiments, self.code, self.proposals, claimed=held)
+            opts = self.options
+            mves = find_mves(opts.experiments, opts.code, opts.proposals, claimed=held)
             todo = [m for m in mves if m.scalable and m.id not in tried]
             if not todo:
                 break
@@ -186,7 +203,7 @@ class ScalerAgent:
             if c.live:
                 held.add(normalise_claim(c.work_id))
             elif c.state.value in ("failed", "abandoned") and c.released_at \
-                    and now - c.released_at < self.retry_failed_after_s:
+                    and now - c.released_at < self.options.retry_failed_after_s:
                 recent.add(normalise_claim(c.work_id))
         return held, recent
 
@@ -194,24 +211,22 @@ class ScalerAgent:
         t0 = time.time()
         outcome = Outcome(mve.id, "failed", "", self.agent_id, token=lease.token)
         folder: Path | None = None
-        usage = Usage()
         try:
             plan, usage, planner_name = self._plan(mve, lease)
-            outcome.llm_tokens = usage.input_tokens + usage.output_tokens
-            outcome.llm_cost_usd = usage.cost_usd
+            outcome.llm_tokens, outcome.llm_cost_usd = usage.tokens, usage.cost_usd
             try:
                 est = check_fits(plan.to_train_spec())
             except ValueError as exc:
                 raise StepFailed(f"plan refused: {exc}") from None
-            if self.dry_run:
+            if self.options.dry_run:
                 lease.finish("abandoned", {"reason": "dry run"})
                 outcome.status, outcome.reason = "planned", f"dry run: {plan.title}"
                 return outcome
             lease.check()
-            folder = write_scaled_experiment(plan, self.code, est, planner_name, mve.path)
+            folder = write_scaled_experiment(plan, self.options.code, est, planner_name, mve.path)
             outcome.folder = str(folder)
-            self._smoke(folder)
-            if not self.launch:
+            smoke_test(folder, self.options.smoke_timeout_s)
+            if not self.options.launch:
                 lease.check()
                 lease.finish("abandoned", {"reason": "--no-launch"})
                 outcome.status, outcome.reason = "scaffolded", "written and smoke-tested; not launched"
@@ -224,12 +239,28 @@ class ScalerAgent:
             outcome.status, outcome.reason = "lost", str(exc)
             logger.warning("%s: %s", self.agent_id, exc)
             return outcome
-        except Exception as exc:  # every other failure: record it, release, clean up
+        except EXPECTED_FAILURES as exc:  # the MVE failed, not the agent: record, release, clean up
+            billed = getattr(exc, "usage", None)
+            if isinstance(billed, Usage) and not outcome.llm_tokens:
+                outcome.llm_tokens, outcome.llm_cost_usd = billed.tokens, billed.cost_usd
             outcome.reason = str(exc) if isinstance(exc, (StepFailed, LLMError)) else f"{type(exc).__name__}: {exc}"
             logger.warning("%s failed on %s: %s", self.agent_id, mve.work_id, outcome.reason)
             self._remove(folder)
-            lease.finish("failed", {"reason": outcome.reason[:2000]})
+            try:
+                lease.finish("failed", {"reason": outcome.reason[:2000]})
+            except LeaseLost as lost:  # taken over meanwhile: the new holder decides what stands
+                outcome.status, outcome.reason = "lost", f"{outcome.reason}; {lost}"
             return outcome
+        except Exception as exc:
+            # A bug in our code: say where, leave nothing held or half-written,
+            # and crash the agent so that `actors.main` reports it (exit 1).
+            logger.exception("%s crashed on %s (a bug, not a failure of the MVE)", self.agent_id, mve.work_id)
+            self._remove(folder)
+            try:
+                lease.finish("failed", {"reason": f"agent crashed: {type(exc).__name__}: {exc}"[:2000]})
+            except Exception as err:  # noqa: BLE001 - the crash, not this, is what the user must see
+                logger.warning("%s: could not release %s: %s", self.agent_id, mve.work_id, err)
+            raise
         finally:
             outcome.seconds = round(time.time() - t0, 1)
 
@@ -237,22 +268,16 @@ class ScalerAgent:
 
     def _plan(self, mve: MVE, lease: Lease) -> tuple[ScalePlan, Usage, str]:
         if self.planner is None:
-            return self.offline.design(mve.id, mve.results, title=""), Usage(), self.offline.name
-        request = PlanRequest(mve_id=mve.id, documents=self._documents(mve))
-        usage = Usage()
-        for attempt in (1, 2):
-            lease.check()
             try:
-                plan, used = self.planner.design_plan(request)
-                usage.add(used)
-                return plan, usage, self.planner.name
-            except PlanRejected as exc:
-                if exc.usage is not None:
-                    usage.add(exc.usage)
-                if attempt == 2:
-                    raise StepFailed(f"the planner's plan was rejected twice: {exc.reason}") from None
-                request = PlanRequest(mve.id, request.documents, request.instructions, feedback=exc.reason)
-        raise AssertionError("unreachable")
+                return self.offline.design(mve.id, mve.results, title=""), Usage(), self.offline.name
+            except ValueError as exc:  # what the MVE's results.json says cannot be planned
+                raise StepFailed(f"offline planner: {exc}") from None
+        lease.check()
+        try:
+            plan, usage = self.planner.design_plan(mve.id, self._documents(mve))
+        except ReplyRejected as exc:
+            raise StepFailed(f"the planner's plan was rejected twice: {exc.reason}", usage=exc.usage) from None
+        return plan, usage, self.planner.name
 
     def _documents(self, mve: MVE) -> dict[str, str]:
         docs: dict[str, str] = {}
@@ -265,24 +290,6 @@ class ScalerAgent:
             except (OSError, ValueError):
                 continue
         return docs
-
-    def _smoke(self, folder: Path) -> None:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "train.py", "--smoke"], cwd=folder, env=scrubbed_env(),
-                capture_output=True, text=True, timeout=self.smoke_timeout_s,
-            )
-        except subprocess.TimeoutExpired:
-            raise StepFailed(f"smoke test timed out after {self.smoke_timeout_s:.0f}s") from None
-        if proc.returncode != 0:
-            tail = (proc.stdout.strip().splitlines() or proc.stderr.strip().splitlines() or ["no output"])[-1]
-            try:
-                report = json.loads(tail)
-                failed = [f"{name} {check}" for name, check in report.get("checks", {}).items() if not check.get("ok")]
-                tail = "; ".join(failed) or report.get("error", tail)
-            except ValueError:
-                pass
-            raise StepFailed(f"smoke test failed: {tail[:500]}")
 
     def _train_and_record(self, mve, lease, plan, est, planner_name, usage, folder, outcome) -> None:
         from train.run import append_run_to_ledger, run
@@ -306,10 +313,8 @@ class ScalerAgent:
                                            "tokens", "tokens_per_s", "peak_memory_mb", "wall_s", "gpu_hours",
                                            "cost_usd", "stop_reason", "checkpoint") if k in results},
         }
-        tmp = folder / "results.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, folder / "results.json")
-        append_run_to_ledger(self.ledger, spec, results, folder / "run", f"python {folder / 'train.py'}")
+        atomic_write_json(folder / "results.json", record)
+        append_run_to_ledger(self.options.ledger, spec, results, folder / "run", f"python {folder / 'train.py'}")
         summary = {k: record.get(k) for k in ("val_loss", "gpu_hours", "cost_usd", "mode")}
         # Evicted in the instant between the check and the release: LeaseLost, and the
         # new holder's own run decides what stands.

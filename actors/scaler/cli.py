@@ -1,7 +1,7 @@
 """ScalerAgent: find MVEs with a positive verdict and scale them up.
 
-The agent itself is `actors.scaler_agent.ScalerAgent` (re-exported here); this
-module holds the command line that shows what the agents would pick up:
+The agent itself is `actors.scaler.agent.ScalerAgent`; this module holds the
+command line that shows what the agents would pick up:
 
     python -m actors.scaler scan [--experiments DIR] [--code DIR] [--proposals DIR] [--json]
 
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from actors.scaler.discovery import MVE, SCALE_PREFIX, find_mves, normalise_claim
-from actors.scaler.agent import ScalerAgent  # noqa: F401  (the design names it actors.scaler.ScalerAgent)
+from actors.shared.cli import fail, format_table
 from actors.tracker.actor import running_tracker
 
 logger = logging.getLogger(__name__)
@@ -59,16 +59,10 @@ def _row(mve: MVE) -> dict:
     }
 
 
-def format_table(mves: list[MVE]) -> str:
-    headers = ("ID", "SLUG", "SCALABLE", "REASON")
+def format_mves(mves: list[MVE]) -> str:
     rows = [(m.id, m.slug, "yes" if m.scalable else "no", m.reason) for m in mves]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(3)]
-    lines = []
-    for r in [headers, *rows]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
-    if not rows:
-        lines.append("(no MVE folders: expected names like 001_my_experiment)")
-    return "\n".join(lines)
+    return format_table(("ID", "SLUG", "SCALABLE", "REASON"), rows,
+                        empty="(no MVE folders: expected names like 001_my_experiment)")
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -77,23 +71,20 @@ def _scan(args: argparse.Namespace) -> int:
             continue
         if not path.exists():
             hint = " (create it if nothing has been scaled yet)" if flag == "--code" else ""
-            print(f"error: {flag} folder not found: {path}{hint}", file=sys.stderr)
-            return 2
+            return fail(f"{flag} folder not found: {path}{hint}")
         if not path.is_dir():
-            print(f"error: {flag} is not a folder: {path}", file=sys.stderr)
-            return 2
+            return fail(f"{flag} is not a folder: {path}")
     claimed, claims_source = live_claims()
     try:
         mves = find_mves(args.experiments, args.code, args.proposals, claimed=claimed)
     except OSError as exc:  # the folder vanished or is unreadable mid-scan
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     if args.json:
         for mve in mves:
             print(json.dumps(_row(mve), ensure_ascii=False))
     else:
         n_ok = sum(m.scalable for m in mves)
-        print(format_table(mves))
+        print(format_mves(mves))
         print(f"\n{len(mves)} MVE(s), {n_ok} scalable; claims: {claims_source}")
     return 0
 

@@ -1,7 +1,13 @@
-"""The planner that needs no model: designs a ScalePlan by rule.
+"""The two planners: `ClaudePlanner` (Claude through the shared LLM client) and
+`OfflinePlanner` (rules, no model). Both turn one MVE into a `ScalePlan`.
 
-Used when no ANTHROPIC_API_KEY is set (a laptop, CI). From the MVE's
-`results.json` it takes the benchmark, model family and sequence length; then:
+`ClaudePlanner` builds the prompt (the MVE's documents, the hard limits) and
+asks once through `LLMClient.ask`: tool use whose input schema is ScalePlan's,
+the client's single retry with feedback when a plan fails validation.
+
+`OfflinePlanner` is used when no ANTHROPIC_API_KEY is set (a laptop, CI). From
+the MVE's `results.json` it takes the benchmark, model family and sequence
+length; then:
 
 - size: width and depth scaled together to the parameter target (default 25M,
   inside the usual 10M-50M), keeping d_model = 64 * n_layers, the aspect ratio
@@ -16,14 +22,99 @@ Used when no ANTHROPIC_API_KEY is set (a laptop, CI). From the MVE's
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from actors.scaler.plan import Baseline, ScalePlan
+from actors.shared.llm import LLMClient
+from actors.shared.pricing import Usage
 from train.estimate import estimate
-from train.limits import MAX_GPUS, MAX_HOURS
+from train.limits import GPU_MEMORY_GB, MAX_GPUS, MAX_HOURS
 from train.spec import ModelSpec, OptimSpec
 
 DEFAULT_TARGET_PARAMS = 25_000_000
 TOKENS_PER_PARAM = 20
+
+# --------------------------------------------------------------------------- Claude
+
+TOOL_NAME = "submit_scale_plan"
+
+SYSTEM_PROMPT = f"""\
+You are the planner of an ML-research cluster. A minimum viable experiment (MVE) \
+has worked at small scale; your job is to design how to scale it up, as one \
+training run, and submit that design with the `{TOOL_NAME}` tool. Submit exactly \
+one plan, through the tool only.
+
+Hard limits (a plan outside them is rejected):
+- at most {MAX_GPUS} GPUs (`gpus` <= {MAX_GPUS});
+- at most {MAX_HOURS:g} hours of wall-clock time (`hours` <= {MAX_HOURS:g});
+- the model, optimiser state and activations must fit in {GPU_MEMORY_GB:g} GB per GPU \
+(bf16 training; size `optim.batch_size` and `seq_len` accordingly, use \
+`optim.grad_accum` for a larger effective batch);
+- `benchmark` must be a real benchmark the training engine has: bytes, mqar, \
+wikitext103, fineweb.
+
+Guidance:
+- Typical scaled models have 10M-50M parameters; set `target_params` to the count \
+you intend and choose `model` (d_model, n_layers, n_heads) to match it.
+- Use the MVE's own architecture when it is a built-in family (gpt, rnn); when it \
+needs its own code, use family "custom" with `path` and `class_name`, and put the \
+code in `files` (relative paths only, e.g. "models/model.py").
+- Include at least one baseline that shows whether the MVE's idea is what helps \
+(e.g. a plain GPT of the same size, or an LSTM), and say why.
+- Success criteria must be measurable on the chosen benchmark.
+- Pick `max_steps` and `eval_interval` so the run fits the hours you ask for.
+- `mve_id` is the MVE's three-digit number.
+"""
+
+TOOL_DESCRIPTION = (
+    "Submit the plan for scaling up this MVE. The plan is validated against the hard limits "
+    f"(at most {MAX_GPUS} GPUs, {MAX_HOURS:g} hours, {GPU_MEMORY_GB:g} GB per GPU, a real benchmark)."
+)
+
+
+class ClaudePlanner:
+    """Claude designs the plan; `llm` is the shared client (or its scripted fake)."""
+
+    def __init__(self, llm: LLMClient) -> None:
+        self.llm = llm
+        self.name = f"anthropic:{llm.model}"
+
+    def __repr__(self) -> str:
+        return f"ClaudePlanner({self.llm!r})"
+
+    @staticmethod
+    def content(mve_id: str, documents: dict[str, str], instructions: str = "") -> list[dict[str, Any]]:
+        """The user turn. Cache layout (tools -> system -> messages is the API's
+        prefix order): one breakpoint on the system prompt (shared by every plan),
+        one on the last document (shared by the retry and by any agent planning
+        the same MVE). Documents are sorted by name so the prefix is the same
+        whoever builds it; the task comes after the breakpoint."""
+        blocks: list[dict[str, Any]] = [
+            {"type": "text", "text": f"Documents for MVE {mve_id}: its results, its code, and its proposal."}]
+        for name in sorted(documents):
+            blocks.append({"type": "text", "text": f'<document name="{name}">\n{documents[name]}\n</document>'})
+        blocks[-1]["cache_control"] = {"type": "ephemeral"}
+        task = f"Design the plan for scaling up MVE {mve_id} and submit it with `{TOOL_NAME}`."
+        if instructions:
+            task += f"\n\nInstructions:\n{instructions}"
+        blocks.append({"type": "text", "text": task})
+        return blocks
+
+    def design_plan(self, mve_id: str, documents: dict[str, str], instructions: str = "") -> tuple[ScalePlan, Usage]:
+        """A valid plan for MVE `mve_id` and what it cost; ReplyRejected (an
+        LLMError) when two replies in a row were not valid plans."""
+        def for_this_mve(plan: ScalePlan) -> str | None:
+            if plan.mve_id != mve_id:
+                return f"mve_id: the plan is for MVE {plan.mve_id}, but MVE {mve_id} was asked for"
+            return None
+
+        return self.llm.ask(
+            system=[{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}],
+            content=self.content(mve_id, documents, instructions), tool_name=TOOL_NAME, output=ScalePlan,
+            description=TOOL_DESCRIPTION, check=for_this_mve)
+
+
+# --------------------------------------------------------------------------- offline
 
 
 class OfflinePlanner:
@@ -36,18 +127,7 @@ class OfflinePlanner:
     def design(self, mve_id: str, facts: dict, title: str = "") -> ScalePlan:
         """`facts` is the MVE's results.json: benchmark, model_family, seq_len,
         metric and value (what the MVE reached), all optional."""
-        benchmark = facts.get("benchmark", "bytes")
-        family = facts.get("model_family", "gpt")
-        if family not in ("gpt", "rnn"):
-            family = "gpt"
-        seq_len = int(facts.get("seq_len", 256))
-        # MVE notes record data settings under "data_params" or "data"; keep the
-        # ones the benchmark takes (e.g. MQAR's num_kv_pairs and vocab_size).
-        from train.data import benchmark_params
-
-        known = benchmark_params(benchmark)
-        raw = facts.get("data_params") or facts.get("data") or {}
-        data_params = {k: v for k, v in raw.items() if k in known}
+        benchmark, family, seq_len, data_params = self._read_facts(mve_id, facts)
         model = self._size_model(family, benchmark, seq_len, data_params)
 
         plan = self._plan(mve_id, title, facts, model, benchmark, data_params, seq_len, gpus=1, max_steps=1, hours=1.0)
@@ -70,6 +150,32 @@ class OfflinePlanner:
         return final.model_copy(update={"target_params": est.params})
 
     # -- rules -------------------------------------------------------------------
+
+    @staticmethod
+    def _read_facts(mve_id: str, facts: dict) -> tuple[str, str, int, dict]:
+        """(benchmark, family, seq_len, data_params) from results.json, or a
+        ValueError naming the bad entry: the file is written by people."""
+        from train.data import BENCHMARKS, benchmark_params
+
+        where = f"MVE {mve_id}'s results.json"
+        benchmark = facts.get("benchmark", "bytes")
+        if benchmark not in BENCHMARKS:
+            raise ValueError(f"{where}: benchmark {benchmark!r} is not one the training engine has "
+                             f"({', '.join(BENCHMARKS)})")
+        family = facts.get("model_family", "gpt")
+        if family not in ("gpt", "rnn"):
+            family = "gpt"
+        seq_len = facts.get("seq_len", 256)
+        if isinstance(seq_len, bool) or not isinstance(seq_len, (int, float)) or seq_len != int(seq_len) \
+                or seq_len < 2:
+            raise ValueError(f"{where}: seq_len must be a whole number >= 2, got {seq_len!r}")
+        # MVE notes record data settings under "data_params" or "data"; keep the
+        # ones the benchmark takes (e.g. MQAR's num_kv_pairs and vocab_size).
+        raw = facts.get("data_params") or facts.get("data") or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: data_params must be an object, got {type(raw).__name__}")
+        known = benchmark_params(benchmark)
+        return benchmark, family, int(seq_len), {k: v for k, v in raw.items() if k in known}
 
     def _size_model(self, family: str, benchmark: str, seq_len: int, data_params: dict) -> ModelSpec:
         from train.estimate import build_model_for

@@ -203,7 +203,7 @@ def record_training_spend(gpu_hours: float | None, cost_usd: float | None) -> No
 
 
 def record_llm_usage(model: str, usage) -> None:
-    """LLM clients: one billed response (`usage` is an `actors.llm.Usage`)."""
+    """LLM clients: one billed response (`usage` is an `actors.shared.pricing.Usage`)."""
     model = str(model)
     for kind, attr in (("input", "input_tokens"), ("output", "output_tokens"),
                        ("cache_write", "cache_creation_input_tokens"), ("cache_read", "cache_read_input_tokens")):

@@ -1,5 +1,7 @@
 """The AutoResearch loop end to end: real git repositories, real training runs of the
-golf template as Ray tasks on the session's local Ray, scripted proposals."""
+golf template as Ray tasks on the session's local Ray, and the Claude researcher
+over the scripted LLM: its prompts carry the file it is asked to change, and its
+scripted replies go through the real tool-use parsing and validation."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import pytest
 from actors.research.config import ResearchConfig
 from actors.research.loop import AutoResearch, start_autoresearch
 from actors.research.memory import NOTES_SECTIONS, read_results
-from actors.research.researchers import ScriptedResearcher
+from actors.research.researchers import ClaudeResearcher
+from actors.shared.llm_scripted import ScriptedLLM
 from tests.support import make_golf_repo, set_environ_default
 
 pytestmark = pytest.mark.slow
@@ -28,29 +31,44 @@ def proposal(description, direction, content, kind="tweak", edit_format="file"):
             "content": content}
 
 
+def source_of(params):
+    """The research file as the researcher showed it to Claude in its request."""
+    for block in params["messages"][0]["content"]:
+        m = re.fullmatch(r'<document name="train_gpt.py">\n(.*)\n</document>', block["text"], re.S)
+        if m:
+            return m.group(1)
+    raise AssertionError("the request does not hold train_gpt.py")
+
+
 def set_default(name, value, description, direction):
-    return lambda ctx: proposal(description, direction, set_environ_default(ctx.source, name, value))
+    return lambda params: proposal(description, direction, set_environ_default(source_of(params), name, value))
 
 
-def add_big_table(ctx):
+def add_big_table(params):
     # 16.8M parameters the forward pass never uses: no compute, but int8+zlib of random
     # weights is ~16.8 MB, over the 16,000,000-byte cap.
-    src = ctx.source.replace("super().__init__()", "super().__init__()\n        self.big_table = "
-                             "nn.Parameter(torch.randn(4100, 4096) * 0.02)", 1)
+    src = source_of(params).replace("super().__init__()", "super().__init__()\n        self.big_table = "
+                                    "nn.Parameter(torch.randn(4100, 4096) * 0.02)", 1)
     return proposal("add a 4100x4096 lookup table", "bigger embedding", src, kind="structural")
 
 
-def typo_crash(ctx):
-    return proposal("seed torch earlier", "seeding", ctx.source.replace("torch.manual_seed(SEED)",
-                                                                        "torch.manual_seeed(SEED)"))
+def typo_crash(params):
+    return proposal("seed torch earlier", "seeding", source_of(params).replace("torch.manual_seed(SEED)",
+                                                                               "torch.manual_seeed(SEED)"))
 
 
-def still_broken_fix(ctx):
+def still_broken_fix(params):
     # The fix for the typo, as a unified diff applied with git apply; it still crashes.
-    fixed = ctx.source.replace("torch.manual_seeed(SEED)", "torch.manual_seed(SEED)\n    raise RuntimeError('still')")
-    diff = "".join(difflib.unified_diff(ctx.source.splitlines(True), fixed.splitlines(True),
+    source = source_of(params)
+    assert "It crashed. The last lines of its log" in str(params["messages"][0]["content"])
+    fixed = source.replace("torch.manual_seeed(SEED)", "torch.manual_seed(SEED)\n    raise RuntimeError('still')")
+    diff = "".join(difflib.unified_diff(source.splitlines(True), fixed.splitlines(True),
                                         "a/train_gpt.py", "b/train_gpt.py"))
     return proposal("fix the typo", "seeding", diff, edit_format="diff")
+
+
+def scripted(*replies):
+    return ClaudeResearcher(ScriptedLLM(replies, usage={"input_tokens": 1000, "output_tokens": 200}))
 
 
 @pytest.fixture
@@ -74,11 +92,14 @@ def test_six_scripted_iterations_keep_discard_crash_and_cap(ray_cluster, remote_
         set_default("ITERATIONS", "45", "ITERATIONS 30 -> 45", "ITERATIONS up"),
         set_default("LEARNING_RATE", "1e-4", "LEARNING_RATE 5e-3 -> 1e-4", "LEARNING_RATE down"),
     ]
-    researcher = ScriptedResearcher(script)
+    researcher = scripted(*script)
     loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="t6", timeout_s=120), researcher)
     summary = loop.run(6)
 
-    assert researcher.remaining == 0 and researcher.calls.count("fix_crash") == 1
+    requests = researcher.llm.requests
+    assert researcher.llm.remaining == 0 and len(requests) == 7
+    assert sum("It crashed" in str(r["messages"][0]["content"]) for r in requests) == 1  # one fix asked for
+    assert summary["llm_tokens"] == 7 * 1200 and summary["llm_cost_usd"] > 0
     rows = read_results(Path(repo.working_tree_dir) / "results.tsv")
     base = [r for r in rows if r.kind == "baseline"]
     exps = [r for r in rows if r.kind != "baseline"]
@@ -131,7 +152,7 @@ def test_six_scripted_iterations_keep_discard_crash_and_cap(ray_cluster, remote_
 def test_existing_branch_is_refused_without_resume(ray_cluster, tmp_path):
     repo = make_golf_repo(tmp_path / "r")
     repo.create_head("autoresearch/dup")
-    loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="dup"), ScriptedResearcher())
+    loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="dup"), scripted())
     from actors.research.config import ResearchError
 
     with pytest.raises(ResearchError, match="already exists.*--resume"):
@@ -157,10 +178,10 @@ def test_killed_actor_resumes_and_a_timeout_is_a_crash(ray_cluster, make_tracker
     make_tracker()
     repo = make_golf_repo(tmp_path / "r")
     root = Path(repo.working_tree_dir)
-    hang = lambda ctx: proposal("sleep before training", "sleeping",  # noqa: E731
-                                ctx.source.replace("def main():", "def main():\n    time.sleep(3600)", 1))
+    hang = lambda params: proposal("sleep before training", "sleeping",  # noqa: E731
+                                   source_of(params).replace("def main():", "def main():\n    time.sleep(3600)", 1))
     cfg = ResearchConfig(repo=root, tag="kill", timeout_s=600, tracker_namespace=make_tracker.namespace)
-    actor = start_autoresearch(cfg, ScriptedResearcher([hang]))
+    actor = start_autoresearch(cfg, scripted(hang))
     ref = actor.run.remote(5)
     deadline = time.time() + 180
     while time.time() < deadline and not (
@@ -183,7 +204,7 @@ def test_killed_actor_resumes_and_a_timeout_is_a_crash(ray_cluster, make_tracker
     # Resume: the claim of the dead actor is taken over, the unmeasured experiment 1
     # is run again, and this time the 3-second timeout kills it: a crash.
     cfg2 = ResearchConfig(repo=root, tag="kill", timeout_s=3, resume=True, tracker_namespace=make_tracker.namespace)
-    actor2 = start_autoresearch(cfg2, ScriptedResearcher())
+    actor2 = start_autoresearch(cfg2, scripted())
     summary = ray.get(actor2.run.remote(1), timeout=120)
     rows = read_results(root / "results.tsv")
     exps = [(r.n, r.status) for r in rows if r.kind != "baseline"]

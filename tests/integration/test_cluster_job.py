@@ -10,7 +10,7 @@ is never written), its own token file (not ~/.ray/auth_token), and it is
 stopped by terminating the `ray start --block` process we started, never with
 `ray stop` (which kills every Ray process on the host).
 
-The planner is the real AnthropicLLM with a fake ANTHROPIC_API_KEY, pointed by
+The planner is the real Claude planner and LLMClient with a fake ANTHROPIC_API_KEY, pointed by
 ANTHROPIC_BASE_URL at a local stand-in for the Messages API that answers with
 a valid plan: the key must reach the ScalerAgent that uses it (the stand-in
 checks), and appear nowhere else.
@@ -39,9 +39,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from actors.shared.llm import DEFAULT_MODEL, TOOL_NAME, cost_usd, price_for
+from actors.shared.llm import DEFAULT_MODEL
 from actors.shared.metrics import prometheus_name
-from actors.scaler.agent import ScalerAgent, StepFailed
+from actors.shared.pricing import cost_usd, price_for
+from actors.scaler.agent import StepFailed, smoke_test
+from actors.scaler.planners import TOOL_NAME
 from tests.support import pristine_examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +68,7 @@ def test_generated_code_runs_without_secrets_or_ray_credentials_in_its_own_folde
     }
     for k, v in planted.items():
         monkeypatch.setenv(k, v)
-    ScalerAgent._smoke(SimpleNamespace(smoke_timeout_s=60), folder)
+    smoke_test(folder, timeout_s=60)
     seen = json.loads((folder / "seen.json").read_text())
     assert Path(seen["cwd"]).resolve() == folder.resolve()
     assert not set(planted) & set(seen["env"])
@@ -81,7 +83,7 @@ def test_generated_code_that_hangs_is_stopped_by_the_timeout(tmp_path):
     (folder / "train.py").write_text("import time\ntime.sleep(120)\n")
     t0 = time.time()
     with pytest.raises(StepFailed, match="smoke test timed out after 1s"):
-        ScalerAgent._smoke(SimpleNamespace(smoke_timeout_s=1), folder)
+        smoke_test(folder, timeout_s=1)
     assert time.time() - t0 < 30
 
 
@@ -89,7 +91,7 @@ def test_metrics_are_a_no_op_outside_ray():
     code = (
         "import ray\n"
         "from actors.shared import metrics\n"
-        "from actors.shared.llm import Usage\n"
+        "from actors.shared.pricing import Usage\n"
         "metrics.set_claims_held(3); metrics.record_claims_evicted(2); metrics.record_mve_outcome('scaled')\n"
         "with metrics.training_job_running('a'):\n"
         "    metrics.record_training_spend(1.0, 2.0)\n"

@@ -1,6 +1,7 @@
 """ScalerAgents on a real local Ray instance, over a copy of the bundled examples."""
 
 import json
+import logging
 import shutil
 import time
 import uuid
@@ -10,9 +11,10 @@ import pytest
 import ray
 
 from actors.tracker.rules import LeaseState
-from actors.shared.llm import PlanRejected, ScriptedPlanner
+from actors.shared.llm_scripted import ScriptedLLM
 from actors.main import main
 from actors.scaler.agent import ScalerAgent
+from actors.scaler.options import ScalerOptions
 from actors.tracker.client import TrackerClient
 from actors.tracker.actor import stop_tracker
 from tests.support import pristine_examples
@@ -31,6 +33,10 @@ def _offline(monkeypatch):
 def examples(tmp_path):
     shutil.copytree(pristine_examples(), tmp_path / "examples")
     return tmp_path / "examples"
+
+
+def _options(examples: Path, **kw) -> ScalerOptions:
+    return ScalerOptions(experiments=examples / "experiments", code=examples / "code", **kw)
 
 
 def _snapshot(folder: Path) -> dict:
@@ -80,7 +86,7 @@ def test_a_killed_agent_is_evicted_and_its_late_result_refused(make_tracker, exa
     handle = make_tracker(ttl_s=4, sweep_interval_s=0.5)
     client = TrackerClient(handle)
     agent_a = ray.remote(ScalerAgent).options(num_cpus=0).remote(
-        "agent-a", str(examples / "experiments"), str(examples / "code"), tracker_namespace=make_tracker.namespace)
+        "agent-a", _options(examples, tracker_namespace=make_tracker.namespace))
     agent_a.run_once.remote()
     deadline = time.time() + 120
     while not (examples / "code/002_scaled").exists():  # agent-a is mid-work
@@ -93,7 +99,7 @@ def test_a_killed_agent_is_evicted_and_its_late_result_refused(make_tracker, exa
         assert time.time() < deadline + 30, "the dead agent's lease was never evicted"
         time.sleep(0.2)
 
-    agent_b = ScalerAgent("agent-b", examples / "experiments", examples / "code", tracker=handle)
+    agent_b = ScalerAgent("agent-b", _options(examples), tracker=handle)
     [outcome] = agent_b.run_once()
     assert outcome["status"] == "scaled", outcome
     rec = ray.get(handle.get.remote("scale:002"))
@@ -121,8 +127,7 @@ def _plan_dict(**changes):
 @pytest.mark.parametrize(
     "script, words",
     [
-        ([PlanRejected("gpus: asks for 4 GPUs; the hard limit is 2"),
-          PlanRejected("hours: asks for 10 hours; the hard limit is 6")], "rejected twice: hours"),
+        ([_plan_dict(gpus=4), _plan_dict(hours=10)], "rejected twice: hours"),
         ([_plan_dict(model={"family": "gpt", "d_model": 130, "n_layers": 2, "n_heads": 4})], "plan refused"),
         ([_plan_dict(model={"family": "custom", "path": "models/missing.py"})], "plan refused"),
     ],
@@ -132,15 +137,35 @@ def test_bad_plans_release_the_claim_and_leave_nothing_behind(make_tracker, exam
     for mve in ("001", "003"):
         shutil.rmtree(next((examples / "experiments").glob(f"{mve}_*")))
     handle = make_tracker()
-    planner = ScriptedPlanner(script)
-    agent = ScalerAgent("agent", examples / "experiments", examples / "code", tracker=handle, planner=planner)
+    llm = ScriptedLLM(script, usage={"input_tokens": 1000, "output_tokens": 100})
+    agent = ScalerAgent("agent", _options(examples), tracker=handle, llm=llm)
     [outcome] = agent.run_once()
     assert outcome["status"] == "failed" and words in outcome["reason"], outcome
+    assert outcome["llm_tokens"] == 1100 * len(script)  # a rejected plan is billed too
     rec = ray.get(handle.get.remote("scale:002"))
     assert rec.state is LeaseState.FAILED and words in rec.result["reason"]
     assert sorted(p.name for p in (examples / "code").iterdir()) == ["006_scaled"]
-    if len(script) == 2:  # the retry carried the first rejection back to the planner
-        assert "gpus" in planner.requests[1].feedback
+    if len(script) == 2:  # the retry carried the first rejection back to Claude
+        feedback = llm.requests[1]["messages"][-1]["content"][0]
+        assert feedback["is_error"] and "gpus: asks for 4 GPUs" in feedback["content"]
+
+
+def test_a_bug_crashes_the_agent_with_its_traceback_and_holds_nothing(make_tracker, examples, caplog):
+    for mve in ("001", "003"):
+        shutil.rmtree(next((examples / "experiments").glob(f"{mve}_*")))
+    handle = make_tracker()
+    agent = ScalerAgent("agent", _options(examples), tracker=handle,
+                        llm=ScriptedLLM([TypeError("unsupported operand type(s) for +: 'int' and 'str'")]))
+    with caplog.at_level(logging.ERROR, logger="actors.scaler.agent"):
+        with pytest.raises(TypeError, match="unsupported operand"):
+            agent.run_once()
+    [record] = [r for r in caplog.records if r.name == "actors.scaler.agent" and r.levelno == logging.ERROR]
+    assert "agent crashed on scale:002" in record.getMessage() and record.exc_info[0] is TypeError
+    assert "Traceback" in caplog.text and "in _scale" in caplog.text
+    assert not ray.get(handle.list_claims.remote("claimed"))
+    rec = ray.get(handle.get.remote("scale:002"))
+    assert rec.state is LeaseState.FAILED and "TypeError" in rec.result["reason"]
+    assert sorted(p.name for p in (examples / "code").iterdir()) == ["006_scaled"]
 
 
 def test_work_done_elsewhere_is_reported_not_silently_skipped(make_tracker, examples):
@@ -148,7 +173,7 @@ def test_work_done_elsewhere_is_reported_not_silently_skipped(make_tracker, exam
     client = TrackerClient(handle)
     other = client.claim("scale:002", "agent-in-another-checkout")
     client.release("scale:002", other.token, "done")
-    agent = ScalerAgent("agent", examples / "experiments", examples / "code", tracker=handle, dry_run=True)
+    agent = ScalerAgent("agent", _options(examples, dry_run=True), tracker=handle)
     outcomes = {o["mve_id"]: o for o in agent.run_once()}
     assert outcomes["002"]["status"] == "skipped" and "results.json is missing" in outcomes["002"]["reason"]
     assert outcomes["001"]["status"] == outcomes["003"]["status"] == "planned"
@@ -156,7 +181,7 @@ def test_work_done_elsewhere_is_reported_not_silently_skipped(make_tracker, exam
 
 def test_dry_run_plans_without_writing_or_holding_anything(make_tracker, examples):
     handle = make_tracker()
-    agent = ScalerAgent("agent", examples / "experiments", examples / "code", tracker=handle, dry_run=True)
+    agent = ScalerAgent("agent", _options(examples, dry_run=True), tracker=handle)
     outcomes = agent.run_once()
     assert sorted(o["mve_id"] for o in outcomes) == POSITIVE and {o["status"] for o in outcomes} == {"planned"}
     assert sorted(p.name for p in (examples / "code").iterdir()) == ["006_scaled"]

@@ -7,13 +7,12 @@ import ast
 import difflib
 import json
 
-import anthropic
 import httpx2
 import pytest
 
 from actors.research.config import TEMPLATE_DIR
 from actors.research.workspace import commit_message, proposal_from_commit
-from actors.shared.llm import AnthropicLLM
+from actors.shared.llm import LLMClient
 from actors.research.knobs import find_knobs
 from actors.research.rules import ResultRow
 from actors.research.proposals import (
@@ -24,7 +23,7 @@ from actors.research.proposals import (
     apply_diff,
     apply_proposal,
 )
-from actors.research.researchers import AnthropicResearcher, OfflineResearcher
+from actors.research.researchers import ClaudeResearcher, OfflineResearcher
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -153,18 +152,25 @@ def tool_reply(tool_input, name=TOOL_NAME):
                       "cache_read_input_tokens": 9000}}
 
 
-def make_researcher(api):
-    client = anthropic.Anthropic(api_key="fake-key-0123", http_client=httpx2.Client(transport=httpx2.MockTransport(api)))
-    return AnthropicResearcher(AnthropicLLM("claude-sonnet-4-5", client=client, max_retries=0))
+@pytest.fixture
+def researcher_over(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-key-0123")
+
+    def make(api):
+        transport = httpx2.Client(transport=httpx2.MockTransport(api))
+        llm = LLMClient("claude-sonnet-4-5", max_retries=0, http_client=transport)
+        return ClaudeResearcher(llm)
+
+    return make
 
 
-def test_claude_proposes_a_diff_through_tool_use():
+def test_claude_proposes_a_diff_through_tool_use(researcher_over):
     new = GOLF.replace('"NUM_LAYERS", 3', '"NUM_LAYERS", 4')
     reply = {"hypothesis": "depth helps", "evidence": "exp 3 kept a wider model", "risk": "slower steps",
              "description": "NUM_LAYERS 3 -> 4", "direction": "deeper", "kind": "structural",
              "edit_format": "diff", "content": diff_of(GOLF, new), "ideas": ["tie embeddings"]}
     api = FakeAPI(tool_reply(reply))
-    researcher = make_researcher(api)
+    researcher = researcher_over(api)
     ctx = ResearchContext(file="train_gpt.py", source=GOLF, program="# program", results_tsv="n\tcommit\n",
                           notes_md="## Dead Ends", dead_ends={"lr up": [1, 2, 3]}, structural=True,
                           noise_floor=0.002, best_bpb=3.28, env={"MAX_WALLCLOCK_SECONDS": "30"})
@@ -180,22 +186,41 @@ def test_claude_proposes_a_diff_through_tool_use():
         assert expected in text
 
 
-def test_claude_reply_without_the_tool_or_with_bad_fields_is_rejected():
-    api = FakeAPI(tool_reply({"description": "x"}), tool_reply({}, name="other_tool"))
-    researcher = make_researcher(api)
+def test_claude_reply_without_the_tool_or_with_bad_fields_is_rejected(researcher_over):
+    # Each proposal gets one retry with the rejection as feedback; two bad replies are refused.
+    api = FakeAPI(tool_reply({"description": "x"}), tool_reply({"description": "x"}),
+                  tool_reply({}, name="other_tool"), tool_reply({}, name="other_tool"))
+    researcher = researcher_over(api)
     ctx = ResearchContext(file="train_gpt.py", source=GOLF)
-    with pytest.raises(ProposalRejected, match="hypothesis"):
+    with pytest.raises(ProposalRejected, match="hypothesis") as exc:
         researcher.propose(ctx)
+    assert exc.value.usage.requests == 2 and exc.value.usage.input_tokens == 6000  # both replies billed
     with pytest.raises(ProposalRejected, match="no `submit_experiment` tool call"):
         researcher.propose(ctx)
+    assert len(api.requests) == 4
 
 
-def test_claude_is_asked_to_fix_a_crash_with_the_log_tail():
+def test_a_proposal_that_does_not_apply_is_sent_back_with_the_reason(researcher_over):
+    new = GOLF.replace('"NUM_LAYERS", 3', '"NUM_LAYERS", 4')
+    stale = diff_of(GOLF.replace("NUM_LAYERS", "N_LAYERS"), new.replace("NUM_LAYERS", "N_LAYERS"))
+    good = {"hypothesis": "h", "evidence": "e", "risk": "r", "description": "NUM_LAYERS 3 -> 4",
+            "direction": "deeper", "kind": "tweak", "edit_format": "diff"}
+    api = FakeAPI(tool_reply({**good, "content": stale}), tool_reply({**good, "content": diff_of(GOLF, new)}))
+    researcher = researcher_over(api)
+    ctx = ResearchContext(file="train_gpt.py", source=GOLF)
+    p, usage = researcher.propose(ctx)
+    assert apply_proposal(p, ctx) == new and usage.requests == 2
+    feedback = api.requests[1]["messages"][-1]["content"][0]
+    assert feedback["type"] == "tool_result" and feedback["is_error"]
+    assert "does not apply to the current train_gpt.py" in feedback["content"]
+
+
+def test_claude_is_asked_to_fix_a_crash_with_the_log_tail(researcher_over):
     fixed = GOLF.replace("def main():", "def main():  # fixed", 1)
     reply = {"hypothesis": "h", "evidence": "e", "risk": "r", "description": "fix typo", "direction": "x",
              "kind": "tweak", "edit_format": "file", "content": fixed}
     api = FakeAPI(tool_reply(reply))
-    researcher = make_researcher(api)
+    researcher = researcher_over(api)
     ctx = ResearchContext(file="train_gpt.py", source=GOLF)
     p, _ = researcher.fix_crash(ctx, proposal("x"), "Traceback ...\nAttributeError: manual_seeed")
     assert p.content == fixed

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from actors.research.runner import run_env, run_script
+from actors.research.runner import run_script
+from actors.shared.sandbox import child_env
 
 
 def test_a_timeout_kills_the_run_and_everything_it_started(tmp_path):
@@ -38,12 +39,14 @@ def test_secrets_and_ray_settings_never_reach_the_run(monkeypatch):
     base = {"PATH": "/bin", "HOME": "/h", "ANTHROPIC_API_KEY": "sk-ant-x", "WANDB_API_KEY": "w",
             "RAY_AUTH_TOKEN": "t", "RAY_ADDRESS": "a:1", "AWS_SECRET_ACCESS_KEY": "s", "CUDA_VISIBLE_DEVICES": "0",
             "NCCL_DEBUG": "INFO", "CUDA_API_KEY": "k"}
-    env = run_env({"MAX_WALLCLOCK_SECONDS": "30"}, base=base)
+    env = child_env({"MAX_WALLCLOCK_SECONDS": "30"}, base=base)
     assert env["PATH"] == "/bin" and env["CUDA_VISIBLE_DEVICES"] == "0" and env["NCCL_DEBUG"] == "INFO"
     assert env["MAX_WALLCLOCK_SECONDS"] == "30"
     for secret in ("ANTHROPIC_API_KEY", "WANDB_API_KEY", "RAY_AUTH_TOKEN", "RAY_ADDRESS", "AWS_SECRET_ACCESS_KEY",
                    "CUDA_API_KEY"):
         assert secret not in env
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-should-not-leak")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     result = run_script("import os\nprint(sorted(os.environ))\n", "train_gpt.py", timeout_s=60)
-    assert "ANTHROPIC_API_KEY" not in result.log
+    assert "ANTHROPIC_API_KEY" not in result.log and "RAY_ADDRESS" not in result.log
+    assert "'CUDA_VISIBLE_DEVICES'" in result.log  # a CPU run is told it has no GPU
