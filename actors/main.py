@@ -6,20 +6,24 @@ them, the AutoResearch loop on its research repository (unless
 `--no-autoresearch`), shows progress while they work, and prints what was scaled,
 failed and skipped with GPU-hours and cost, and what the loop kept. `--interval
 MINUTES` repeats the round forever. Exits 1 if an agent crashed, 2 on bad
-arguments.
+arguments, 128+N when stopped by signal N (Ctrl-C: 130, SIGTERM: 143) after the
+agents released their claims.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from actors.research.cli import format_summary as format_research_summary
 from actors.research.config import DEFAULT_WORKSPACE, ResearchConfig, ResearchError, default_tag
 from actors.shared.cli import fail, format_table
+from actors.tracker.owners import display_name
 from actors.tracker.store import StatePathError, check_state_path
 from actors.tracker.actor import (
     NAMESPACE,
@@ -32,6 +36,8 @@ from actors.tracker.actor import (
 
 log = logging.getLogger("actors.main")
 PROGRESS_EVERY_S = 10.0
+WAIT_S = 0.5  # how often the driver looks up from waiting: a stop request is acted on this fast
+STOP_GRACE_S = 30.0  # how long agents get to let go after a stop request before they are killed
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -100,11 +106,11 @@ def format_summary(outcomes: list[dict]) -> str:
             for o in sorted(outcomes, key=lambda o: o["mve_id"])]
     lines = [format_table(("MVE", "STATUS", "AGENT", "VAL_LOSS", "GPU_H", "COST", "SECONDS", "REASON"), rows)]
     by = {s: sum(o["status"] == s for o in outcomes)
-          for s in ("scaled", "failed", "skipped", "planned", "scaffolded", "lost")}
+          for s in ("scaled", "failed", "skipped", "planned", "scaffolded", "lost", "stopped")}
     lines.append("")
     lines.append(
         "scaled {scaled}, failed {failed}, skipped {skipped}, planned {planned}, scaffolded {scaffolded}, "
-        "lost {lost}; ".format(**by)
+        "lost {lost}, stopped {stopped}; ".format(**by)
         + f"GPU-hours {sum(o.get('gpu_hours', 0) for o in outcomes):.2f}, "
         f"cost ${sum(o.get('cost_usd', 0) for o in outcomes):.2f}, "
         f"LLM tokens {sum(o.get('llm_tokens', 0) for o in outcomes)}, "
@@ -113,94 +119,185 @@ def format_summary(outcomes: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_round(agents: dict, tracker, research=None, iterations: int = 0
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (what `ray job stop` sends) become a request to
+    stop: the round cancels every agent's task, and agents release their claims
+    and set their unfinished folders aside. A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.at: float | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> "StopSignals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt  # asked twice: do not wait for the agents
+        self.signum, self.at = signum, time.time()
+        log.warning("%s: stopping; the agents release their claims (press Ctrl-C again to stop at once)",
+                    signal.Signals(signum).name)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+
+def run_round(agents: dict, tracker, research=None, iterations: int = 0, stop: StopSignals | None = None
               ) -> tuple[list[dict], list[str], dict | None]:
     """One round: every agent scales what it can claim, and the AutoResearch loop
-    (when given) runs `iterations` experiments. Returns (outcomes, crashes, research summary)."""
+    (when given) runs `iterations` experiments. Returns (outcomes, crashes, research summary).
+    On a stop request every task is cancelled; actors that have not let go after
+    STOP_GRACE_S are killed (the tracker then hands their claims on at once)."""
     import ray
 
+    actors = {**agents, **({"autoresearch": research} if research is not None else {})}
     pending = {agent.run_once.remote(): name for name, agent in agents.items()}
     if research is not None:
         pending[research.run.remote(iterations)] = "autoresearch"
     outcomes: list[dict] = []
     crashes: list[str] = []
     summary = None
+    cancelled_at = None
+    last_progress = time.time()
     while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=PROGRESS_EVERY_S)
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=WAIT_S)
         for ref in ready:
             name = pending.pop(ref)
             try:
                 got = ray.get(ref)
-                if name == "autoresearch":
-                    summary = got
-                    log.info("autoresearch finished its round: %d experiment(s)", got["experiments"])
-                else:
-                    outcomes.extend(got)
-                    log.info("%s finished its round: %d MVE(s)", name, len(got))
+            except ray.exceptions.TaskCancelledError:
+                log.info("%s stopped", name)
+                continue
             except ray.exceptions.RayError as exc:
                 cause = exc.as_instanceof_cause() if isinstance(exc, ray.exceptions.RayTaskError) else exc
                 if isinstance(cause, ResearchError):
                     crashes.append(f"{name}: {cause}")
+                elif stop is not None and stop.signum and isinstance(exc, ray.exceptions.RayActorError):
+                    continue  # we killed it after the grace period
                 else:
                     crashes.append(f"{name}: {str(exc).strip().splitlines()[-1][:300]}")
                 log.error("%s crashed: %s", name, crashes[-1])
-        if pending and not ready:
-            held = [f"{c.work_id} by {c.owner}" for c in ray.get(tracker.list_claims.remote("claimed"))]
+                continue
+            if name == "autoresearch":
+                summary = got
+                log.info("autoresearch finished its round: %d experiment(s)", got["experiments"])
+            else:
+                outcomes.extend(got)
+                log.info("%s finished its round: %d MVE(s)", name, len(got))
+        if stop is not None and stop.signum and pending:
+            if cancelled_at is None:
+                cancelled_at = time.time()
+                for ref in pending:
+                    ray.cancel(ref)
+            elif time.time() - cancelled_at > STOP_GRACE_S:
+                for ref, name in list(pending.items()):
+                    log.warning("%s did not stop within %.0fs: killing it", name, STOP_GRACE_S)
+                    ray.kill(actors[name], no_restart=True)
+                    pending.pop(ref)
+        if pending and time.time() - last_progress >= PROGRESS_EVERY_S:
+            last_progress = time.time()
+            held = [f"{c.work_id} by {display_name(c.owner)}" for c in ray.get(tracker.list_claims.remote("claimed"))]
             log.info("working: %s; %d agent(s) busy", ", ".join(held) or "no claims held", len(pending))
     return outcomes, crashes, summary
+
+
+def stopped_line(stop: StopSignals, tracker, started: float) -> str:
+    """The one line a stopped run prints: what it let go of and how to continue."""
+    import ray
+
+    released = [c for c in ray.get(tracker.list_claims.remote())
+                if c.released_at and c.released_at >= (stop.at or started) and c.state.value in ("abandoned",
+                                                                                               "evicted")]
+    held = [c.work_id for c in ray.get(tracker.list_claims.remote("claimed"))]
+    what = ", ".join(sorted(c.work_id for c in released)) or "no claims"
+    return (f"stopped by {stop.name} after {time.time() - started:.0f}s: released {what}"
+            + (f"; still held: {', '.join(held)}" if held else "")
+            + "; unfinished folders were set aside; run the same command again to continue")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     from pydantic import ValidationError
 
-    from actors.scaler.agent import ScalerAgent
     from actors.scaler.options import ScalerOptions
     from train.spec import format_validation_error
 
-    try:  # checked before Ray starts
+    try:  # every setting is checked before Ray starts
         options = ScalerOptions(experiments=args.experiments, code=args.code, proposals=args.proposals,
                                 ledger=args.ledger, launch=not args.no_launch, dry_run=args.dry_run,
                                 model=args.model, tracker_namespace=args.namespace)
+        config = None
+        if not (args.no_autoresearch or args.dry_run or args.no_launch):
+            config = ResearchConfig.checked(
+                repo=args.autoresearch_repo.resolve() if args.autoresearch_repo else None,
+                workspace=args.autoresearch_workspace.expanduser().resolve(),
+                tag=args.autoresearch_tag or default_tag(), resume="auto", model=args.model,
+                tracker_namespace=args.namespace)
     except ValidationError as exc:
         return fail(format_validation_error(exc))
+    except ResearchError as exc:
+        return fail(str(exc))
+    stop = StopSignals().install()
+    try:
+        return _run(args, options, config, stop)
+    except KeyboardInterrupt:  # the second signal: leave at once; dead owners' claims are handed on
+        print(f"stopped at once by a second {stop.name or 'signal'}; the tracker hands the agents' claims on "
+              "as soon as they are gone", file=sys.stderr)
+        return 128 + (stop.signum or signal.SIGINT)
+    finally:
+        stop.restore()
+
+
+def _run(args, options, config, stop: StopSignals) -> int:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from actors.scaler.agent import ScalerAgent
+
+    started = time.time()
     try:
         tracker = connect_tracker(state_path=args.state, namespace=args.namespace, address=args.address)
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if stop.signum:
+        print(stopped_line(stop, tracker, started), file=sys.stderr)
+        return 128 + stop.signum
     args.code.mkdir(parents=True, exist_ok=True)
     agent_cls = ray.remote(ScalerAgent)
     # On this node: the experiments and code folders are here, and so is the API key
     # (only the head's Ray processes have it); training jobs still go where the GPUs are.
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    run_id = uuid.uuid4().hex[:6]
+    # Named, so that the tracker can tell when one is gone and hand its claims on at once.
     agents = {
-        f"scaler-{i}": agent_cls.options(num_cpus=0, max_restarts=0, scheduling_strategy=here).remote(
-            f"scaler-{i}", options)
+        f"scaler-{i}": agent_cls.options(name=f"scaler-{i}-{run_id}", namespace=args.namespace, num_cpus=0,
+                                         max_restarts=0, scheduling_strategy=here).remote(f"scaler-{i}", options)
         for i in range(args.scalers)
     }
     research = None
-    if not (args.no_autoresearch or args.dry_run or args.no_launch):
+    if config is not None:
         from actors.research.loop import start_autoresearch
 
-        try:
-            config = ResearchConfig.checked(
-                repo=args.autoresearch_repo.resolve() if args.autoresearch_repo else None,
-                workspace=args.autoresearch_workspace.expanduser().resolve(),
-                tag=args.autoresearch_tag or default_tag(), resume="auto", model=args.model,
-                gpus=1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0, tracker_namespace=args.namespace)
-        except ResearchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        config = config.model_copy(update={"gpus": 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0})
         research = start_autoresearch(config)
     crashed = False
     while True:
         t0 = time.time()
-        outcomes, crashes, research_summary = run_round(agents, tracker, research, args.autoresearch_iterations)
+        outcomes, crashes, research_summary = run_round(agents, tracker, research, args.autoresearch_iterations,
+                                                        stop)
+        if stop.signum:
+            print(stopped_line(stop, tracker, started), file=sys.stderr)
+            return 128 + stop.signum
         print(format_summary(outcomes))
         if research_summary is not None:
             print(format_research_summary(research_summary))
@@ -211,7 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.interval is None:
             break
         log.info("next round in %.0f minute(s)", args.interval)
-        time.sleep(args.interval * 60)
+        deadline = time.time() + args.interval * 60
+        while time.time() < deadline and not stop.signum:
+            time.sleep(WAIT_S)
+        if stop.signum:
+            print(stopped_line(stop, tracker, started), file=sys.stderr)
+            return 128 + stop.signum
     return 1 if crashed else 0
 
 

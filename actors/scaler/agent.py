@@ -17,16 +17,20 @@ of agents from doing the same MVE twice. For one MVE an agent:
 
 A failure of the MVE (a rejected plan, a failed smoke test or training run, an
 unreachable API: EXPECTED_FAILURES) releases the claim as failed, with the
-reason, removes the folder it was writing, and the agent goes on. Any other
+reason, sets aside the folder it was writing, and the agent goes on. Any other
 exception is a bug: it is logged with its traceback, the claim is released as
-failed and the folder removed all the same, and the agent crashes.
+failed and the folder set aside all the same, and the agent crashes.
+
+A stop request (the driver cancels `run_once` on Ctrl-C or SIGTERM, see
+`actors.shared.stopping`) is seen between steps and while a smoke test or a
+training job runs: the job is cancelled, the half-written folder set aside, the
+claim released as abandoned, and `run_once` returns within seconds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import time
@@ -42,8 +46,10 @@ from actors.shared import metrics
 from actors.shared.llm import LLMClient, LLMError, ReplyRejected, make_llm
 from actors.shared.pricing import Usage
 from actors.shared.sandbox import child_env
+from actors.shared.stopping import Stopped, check_stop, run_child, wait_task
 from actors.tracker.actor import ACTOR_NAME
 from actors.tracker.client import Lease, LeaseLost, LeaseRefused, TrackerClient
+from actors.tracker.owners import process_owner
 from analysis.files import atomic_write_json
 from train.data.base import DatasetUnavailable
 from train.estimate import check_fits
@@ -81,7 +87,7 @@ EXPECTED_FAILURES = (StepFailed, LLMError, ScaffoldError, SpecError, LimitExceed
 @dataclass
 class Outcome:
     mve_id: str
-    status: str  # scaled, failed, planned (--dry-run), scaffolded (--no-launch), lost
+    status: str  # scaled, failed, planned (--dry-run), scaffolded (--no-launch), lost, stopped
     reason: str
     agent: str
     folder: str | None = None
@@ -102,10 +108,8 @@ def smoke_test(folder: Path, timeout_s: float) -> None:
     """Run the generated `train.py --smoke` in its folder, in a child process that
     sees no secret and no GPU, under `timeout_s`; StepFailed saying why it failed."""
     try:
-        proc = subprocess.run(
-            [sys.executable, "train.py", "--smoke"], cwd=folder, env=child_env(gpu=False),
-            capture_output=True, text=True, timeout=timeout_s,
-        )
+        proc = run_child([sys.executable, "train.py", "--smoke"], cwd=folder, env=child_env(gpu=False),
+                         timeout_s=timeout_s)
     except subprocess.TimeoutExpired:
         raise StepFailed(f"smoke test timed out after {timeout_s:.0f}s") from None
     if proc.returncode != 0:
@@ -117,6 +121,12 @@ def smoke_test(folder: Path, timeout_s: float) -> None:
         except (ValueError, AttributeError):
             pass
         raise StepFailed(f"smoke test failed: {tail[:500]}")
+
+
+def _waits(result: dict | None) -> bool:
+    """An MVE let go on purpose (--dry-run, --no-launch) waits for a later round;
+    one let go because the operator stopped the job is taken up again at once."""
+    return (result or {}).get("reason") in ("dry run", "--no-launch")
 
 
 def laptop_spec(spec: TrainSpec) -> TrainSpec:
@@ -154,6 +164,8 @@ class ScalerAgent:
         if gpus is None:
             gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
         self.gpus_available = gpus
+        # The tracker can tell when a named actor is gone: `scaler-1@actor:NS/NAME`.
+        self.owner = process_owner(agent_id, options.tracker_namespace)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -161,7 +173,11 @@ class ScalerAgent:
         """Scale every MVE this agent can claim, one at a time; return outcomes."""
         outcomes: list[Outcome] = []
         tried: set[str] = set()
-        while True:
+        while not outcomes or outcomes[-1].status != "stopped":
+            try:
+                check_stop()
+            except Stopped:
+                break
             held, recent = self._claim_states()
             tried |= recent
             opts = self.options
@@ -171,7 +187,7 @@ class ScalerAgent:
                 break
             mve = todo[0]
             tried.add(mve.id)
-            lease = self.tracker.hold(mve.work_id, self.agent_id)
+            lease = self.tracker.hold(mve.work_id, self.owner)
             try:
                 lease.acquire()
             except LeaseRefused as refused:
@@ -202,8 +218,8 @@ class ScalerAgent:
                 continue
             if c.live:
                 held.add(normalise_claim(c.work_id))
-            elif c.state.value in ("failed", "abandoned") and c.released_at \
-                    and now - c.released_at < self.options.retry_failed_after_s:
+            elif c.released_at and now - c.released_at < self.options.retry_failed_after_s and (
+                    c.state.value == "failed" or (c.state.value == "abandoned" and _waits(c.result))):
                 recent.add(normalise_claim(c.work_id))
         return held, recent
 
@@ -223,15 +239,28 @@ class ScalerAgent:
                 outcome.status, outcome.reason = "planned", f"dry run: {plan.title}"
                 return outcome
             lease.check()
+            check_stop()
             folder = write_scaled_experiment(plan, self.options.code, est, planner_name, mve.path)
             outcome.folder = str(folder)
             smoke_test(folder, self.options.smoke_timeout_s)
+            check_stop()
             if not self.options.launch:
                 lease.check()
                 lease.finish("abandoned", {"reason": "--no-launch"})
                 outcome.status, outcome.reason = "scaffolded", "written and smoke-tested; not launched"
                 return outcome
             self._train_and_record(mve, lease, plan, est, planner_name, usage, folder, outcome)
+            return outcome
+        except Stopped as exc:
+            outcome.status, outcome.reason = "stopped", str(exc)
+            logger.warning("%s: %s while working on %s", self.agent_id, exc, mve.work_id)
+            aside = self._set_aside(folder, "stopped")
+            if aside is not None:
+                outcome.folder, outcome.reason = str(aside), f"{exc}; the unfinished folder is now {aside}"
+            try:
+                lease.finish("abandoned", {"reason": outcome.reason[:2000]})
+            except LeaseLost as lost:
+                outcome.reason += f"; {lost}"
             return outcome
         except LeaseLost as exc:
             # The work may belong to another agent now, folder included:
@@ -245,7 +274,7 @@ class ScalerAgent:
                 outcome.llm_tokens, outcome.llm_cost_usd = billed.tokens, billed.cost_usd
             outcome.reason = str(exc) if isinstance(exc, (StepFailed, LLMError)) else f"{type(exc).__name__}: {exc}"
             logger.warning("%s failed on %s: %s", self.agent_id, mve.work_id, outcome.reason)
-            self._remove(folder)
+            self._set_aside(folder, "failed")
             try:
                 lease.finish("failed", {"reason": outcome.reason[:2000]})
             except LeaseLost as lost:  # taken over meanwhile: the new holder decides what stands
@@ -255,7 +284,7 @@ class ScalerAgent:
             # A bug in our code: say where, leave nothing held or half-written,
             # and crash the agent so that `actors.main` reports it (exit 1).
             logger.exception("%s crashed on %s (a bug, not a failure of the MVE)", self.agent_id, mve.work_id)
-            self._remove(folder)
+            self._set_aside(folder, "crashed")
             try:
                 lease.finish("failed", {"reason": f"agent crashed: {type(exc).__name__}: {exc}"[:2000]})
             except Exception as err:  # noqa: BLE001 - the crash, not this, is what the user must see
@@ -292,20 +321,21 @@ class ScalerAgent:
         return docs
 
     def _train_and_record(self, mve, lease, plan, est, planner_name, usage, folder, outcome) -> None:
-        from train.run import append_run_to_ledger, run
+        from train.run import append_run_to_ledger
 
         spec = plan.to_train_spec()
         mode = "full"
         if not self.gpus_available:
             spec, mode = laptop_spec(spec), "laptop rehearsal (CPU, model capped at d128x2, 40 steps)"
         lease.check()
+        command = f"python {folder / 'train.py'}" + ("" if mode == "full" else " (laptop rehearsal)")
         with metrics.training_job_running(self.agent_id):
-            results = run(spec, out_dir=folder / "run", ledger=None,
-                          command=f"python {folder / 'train.py'}" + ("" if mode == "full" else " (laptop rehearsal)"))
+            results = _train(spec, folder / "run", command, lease)
         metrics.record_training_spend(results.get("gpu_hours"), results.get("cost_usd"))
         lease.confirm()  # fencing: record only while our token still holds
         record = {
-            "mve_id": mve.id, "agent": self.agent_id, "token": lease.token, "mode": mode, "planner": planner_name,
+            "mve_id": mve.id, "agent": self.agent_id, "owner": self.owner, "token": lease.token, "mode": mode,
+            "planner": planner_name,
             "plan": {"title": plan.title, "params": est.params, "gpus": plan.gpus, "hours": plan.hours,
                      "projected_gpu_hours": est.gpu_hours, "projected_cost_usd": est.cost_usd},
             "llm": asdict(usage),
@@ -326,7 +356,46 @@ class ScalerAgent:
     # -- helpers ---------------------------------------------------------------------
 
     @staticmethod
-    def _remove(folder: Path | None) -> None:
-        """Remove a folder this agent wrote but did not finish."""
-        if folder is not None and folder.exists() and not (folder / "results.json").exists():
-            shutil.rmtree(folder, ignore_errors=True)
+    def _set_aside(folder: Path | None, why: str) -> Path | None:
+        """Move a folder this agent wrote but did not finish out of the way (never
+        delete it: its logs say what went wrong). Returns where it went."""
+        if folder is None or not folder.exists() or (folder / "results.json").exists():
+            return None
+        aside = folder.with_name(f".{folder.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            folder.rename(aside)
+        except OSError as exc:
+            logger.warning("could not set %s aside: %s", folder, exc)
+            return None
+        return aside
+
+
+def _train_in_task(spec_json: dict, out_dir: str, command: str) -> dict:
+    from train.run import run
+
+    return run(TrainSpec.parse(spec_json, source="scaled experiment"), out_dir=out_dir, ledger=None, command=command)
+
+
+def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease) -> dict:
+    """Train through `train.run` in a Ray task of its own on this node, so that a
+    stop request or a lost lease cancels it: killing the task's worker ends the
+    Ray Train job it owns within seconds. In-process when Ray is not running."""
+    import ray
+
+    if not ray.is_initialized():
+        from train.run import run
+
+        return run(spec, out_dir=out_dir, ledger=None, command=command)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(_train_in_task).options(num_cpus=0, max_retries=0, scheduling_strategy=here,
+                                               name=f"train:{spec.name}")
+    ref = task.remote(spec.model_dump(mode="json"), str(out_dir), command)
+    try:
+        return wait_task(ref, lost=lease.lost.is_set, on_lost=lambda: LeaseLost(
+            f"lease on {lease.work_id} lost during training: the training job was cancelled"))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, EXPECTED_FAILURES):  # the run failed, as runs do: the original error
+            raise exc.cause from None
+        raise

@@ -16,6 +16,7 @@ from actors.main import main
 from actors.scaler.agent import ScalerAgent
 from actors.scaler.options import ScalerOptions
 from actors.tracker.client import TrackerClient
+from actors.tracker.owners import display_name
 from actors.tracker.actor import stop_tracker
 from tests.support import pristine_examples
 
@@ -59,7 +60,8 @@ def test_five_scalers_scale_every_positive_mve_exactly_once(ray_cluster, example
             rec = records[f"scale:{mve}"]
             # Scaled once: one grant, and the results carry that grant's token and owner.
             assert rec.state is LeaseState.DONE and rec.attempts == 1
-            assert (results["token"], results["agent"]) == (rec.token, rec.owner)
+            assert (results["token"], results["owner"]) == (rec.token, rec.owner)
+            assert display_name(rec.owner) == results["agent"]
             assert results["steps"] == 40 and results["mode"].startswith("laptop rehearsal")
             assert results["val_loss"] < results["val_loss_at_start"]
         for mve in NEGATIVE:
@@ -93,7 +95,7 @@ def test_a_killed_agent_is_evicted_and_its_late_result_refused(make_tracker, exa
         assert time.time() < deadline, "agent-a never started writing"
         time.sleep(0.2)
     old = ray.get(handle.get.remote("scale:002"))
-    assert old.owner == "agent-a" and old.live
+    assert display_name(old.owner) == "agent-a" and old.live
     ray.kill(agent_a, no_restart=True)
     while ray.get(handle.get.remote("scale:002")).state is not LeaseState.EVICTED:
         assert time.time() < deadline + 30, "the dead agent's lease was never evicted"
@@ -103,7 +105,7 @@ def test_a_killed_agent_is_evicted_and_its_late_result_refused(make_tracker, exa
     [outcome] = agent_b.run_once()
     assert outcome["status"] == "scaled", outcome
     rec = ray.get(handle.get.remote("scale:002"))
-    assert rec.owner == "agent-b" and rec.token > old.token and rec.attempts == 2
+    assert display_name(rec.owner) == "agent-b" and rec.token > old.token and rec.attempts == 2
     results = json.loads((examples / "code/002_scaled/results.json").read_text())
     assert (results["agent"], results["token"]) == ("agent-b", rec.token)
     # Whatever agent-a would still send is fenced off by its old token.
