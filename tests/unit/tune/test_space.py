@@ -91,6 +91,29 @@ def test_gpt_recipe_spec_keeps_the_global_batch_whatever_the_workers():
         assert spec.optim.grad_accum == 2
 
 
+@pytest.mark.parametrize("shape, local, mode, gpus, cpu_workers", [
+    ((8, 1), False, "inprocess", 8, None),  # the cluster: one worker per GPU of the shape
+    ((4, 2), False, "inprocess", 8, None),
+    ((8, 1), True, "inprocess", 0, 1),  # --local: one process on CPU threads
+    ((8, 1), True, "workers", 0, 8),  # --local-workers: g * n gloo workers on CPU
+])
+def test_gpt_recipe_trial_spec_says_what_the_trial_trains_on(shape, local, mode, gpus, cpu_workers):
+    from tune.recipes.gpt import SETTINGS, trial_spec
+    from train.estimate import check_fits
+    from train.limits import LimitExceeded
+
+    space = load_recipe("tune.recipes.gpt:train").space(*shape, SETTINGS)
+    hp = space.resolve(space.default_point())
+    spec = trial_spec(hp, SETTINGS, Hardware(*shape, local=local, mode=mode))
+    assert spec.resources.gpus == gpus
+    if cpu_workers is not None:
+        assert spec.resources.cpu_workers == cpu_workers
+    assert spec.tokens_per_step == hp["batch_size"]
+    if gpus > 2:  # a sweep may hold 8 GPUs; a scaled experiment may not
+        with pytest.raises(LimitExceeded, match=f"asks for {gpus} GPUs; the hard limit is 2"):
+            check_fits(spec)
+
+
 @pytest.mark.parametrize("overrides,match", [
     (["nope=1"], "has no setting 'nope'"),
     (["steps=abc"], "steps is an integer"),
