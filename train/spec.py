@@ -14,7 +14,7 @@ experiment (train.limits) are checked where a plan becomes a job, by
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -186,13 +186,16 @@ class SpecError(ValueError):
     """A spec a user wrote is wrong; the message says where and why."""
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: `optim.lr: Input should be greater than or equal to 0`."""
+def format_validation_error(exc: ValidationError, where: Callable[[tuple], str] | None = None) -> str:
+    """One problem per `; `-separated part: `optim.lr: Input should be greater
+    than or equal to 0`. `where` names a problem's location (pydantic's `loc`
+    tuple; default: the dotted field path), e.g. as the command-line flag that
+    set the field."""
+    name = where or (lambda loc: ".".join(str(p) for p in loc))
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "spec"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling)"
-        lines.append(f"{where}: {msg}")
+        lines.append(f"{name(tuple(err['loc'])) or 'spec'}: {msg}")
     return "; ".join(lines)
