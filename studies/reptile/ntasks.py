@@ -78,7 +78,8 @@ def reptile_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from studies.reptile.meta import ReptileConfig, run_reptile
+    from studies.reptile.config import ReptileConfig
+    from studies.reptile.meta import run_reptile
 
     torch.set_num_threads(max(1, int(config["cpus"])))
     cfg = ReptileConfig.model_validate(config["reptile"])
@@ -411,7 +412,7 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
 def _reptile_config(args, s: dict):
     from pydantic import ValidationError
 
-    from studies.reptile.meta import DEFAULT_HF_MODEL, ReptileConfig
+    from studies.reptile.config import DEFAULT_HF_MODEL, ReptileConfig
 
     if (args.model == "hf") != (args.task_family == "banking77"):
         raise UsageError("--model hf goes with --task-family banking77 (text), and the small model with the "
@@ -505,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         out = (args.out or Path("runs") / f"reptile_scaling-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
         _check_out(out, args.resume)
         cfg = _reptile_config(args, s)
-        from studies.reptile.meta import ReptileUnavailable, preflight
+        from studies.reptile.config import ReptileUnavailable
+        from studies.reptile.models import preflight
 
         try:
             preflight(cfg)
