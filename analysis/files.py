@@ -8,6 +8,7 @@ beside the target, flushed to disk, then renamed over it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -41,3 +42,16 @@ def atomic_write_json(path: str | os.PathLike, data: Any, **dumps) -> Path:
     dumps.setdefault("indent", 2)
     dumps.setdefault("default", str)
     return atomic_write_text(path, json.dumps(data, **dumps) + "\n")
+
+
+def nan_to_none(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, inf) as None, in nested dicts,
+    lists and tuples: JSON has no NaN, and a reader should see null, not an
+    invalid token."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_none(v) for v in obj]
+    return obj

@@ -9,8 +9,9 @@ For each configuration it takes the trial with the best final score; measures,
 on that trial's learning curve, the samples, wall time, GPU-hours and cost
 needed to reach the target score (`target_performance` times the best score any
 trial reached, so every configuration is held to the same bar); fits power laws
-y = a * G**b of samples, time and cost against the total number of GPUs G
-(least squares in log-log space, with R^2 there); and scores each configuration
+of samples, time and cost against the total number of GPUs G with
+analysis.scaling_laws (least squares in log-log space, R^2 there, bootstrap
+intervals), reported as y = a * G^p (p, the log-log slope); and scores each configuration
 with a Figure of Merit per priority:
 
     FOM_p(c) = prod_k (min_c' y_k(c') / y_k(c)) ** w_pk,    k in {samples, time, cost}
@@ -21,7 +22,7 @@ named for: research (sample efficiency) 0.6/0.2/0.2, development (time to
 result) 0.6, budget (cost) 0.6, balanced one third each. The recommended
 configuration of a priority is the one with the highest FOM (ties: fewer GPUs).
 
-Pure numerics and file parsing: this module imports nothing of ours. Tune's
+Pure numerics and file parsing: it imports nothing of ours outside analysis. Tune's
 on-disk layout it reads: EXPERIMENT/TRIAL/result.json (one JSON object per
 report) and, if present, EXPERIMENT/hw_meta.json.
 """
@@ -40,6 +41,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from analysis.files import atomic_write_text
+from analysis.plots import new_figure, save_figure
+from analysis.scaling_laws import PowerLawFit, fit_power_law
+
 METRICS = ("samples", "time", "cost")
 METRIC_LABELS = {"samples": "samples to target", "time": "time to target (s)", "cost": "cost to target ($)"}
 PRIORITIES: dict[str, dict[str, float]] = {
@@ -54,6 +59,7 @@ PRIORITY_NOTES = {
     "budget": "cost first",
     "balanced": "all three equally",
 }
+FIT_CONFIDENCE = 0.95  # fit_power_law's default
 _CONFIG_NAME = re.compile(r"^hs_g(\d+)n(\d+)$")
 
 
@@ -64,33 +70,19 @@ class NoResults(ValueError):
 # -- numerics ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PowerLaw:
-    """y = coefficient * x ** exponent, fitted by least squares on log y vs log x."""
-
-    coefficient: float
-    exponent: float
-    r2: float
-    n_points: int
-
-    def predict(self, x):
-        return self.coefficient * np.asarray(x, dtype=float) ** self.exponent
-
-
-def fit_power_law(x: Iterable[float], y: Iterable[float]) -> PowerLaw | None:
-    """The least-squares power law through (x, y), R^2 measured in log space.
-    None without two distinct positive x values (a line needs two)."""
-    xs, ys = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+def fit_gpu_scaling(gpus: Iterable[float], values: Iterable[float]) -> PowerLawFit | None:
+    """How `values` scale with the number of GPUs: analysis.scaling_laws'
+    power law y = a * G^-b through the positive, finite points, least squares
+    on log y with R^2 there and residual-bootstrap intervals (from three GPU
+    counts on). Reported as the log-log slope, y ~ G^slope with slope = -b:
+    positive where y grows with the GPUs. None without two distinct GPU counts
+    (a line needs two)."""
+    xs, ys = np.asarray(list(gpus), dtype=float), np.asarray(list(values), dtype=float)
     keep = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
     xs, ys = xs[keep], ys[keep]
     if len(np.unique(xs)) < 2:
         return None
-    lx, ly = np.log(xs), np.log(ys)
-    slope, intercept = np.polyfit(lx, ly, 1)
-    resid = ly - (intercept + slope * lx)
-    total = float(np.sum((ly - ly.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid**2)) / total if total > 0 else 1.0
-    return PowerLaw(float(math.exp(intercept)), float(slope), r2, int(len(xs)))
+    return fit_power_law(xs, ys, n_bootstrap=1000, seed=0)
 
 
 def crossing(curve: list[dict], target: float, key: str = "score") -> dict | None:
@@ -201,7 +193,7 @@ class HardwareReport:
     best_score: float
     target_score: float
     configs: list[ConfigResult]
-    fits: dict[str, PowerLaw | None]
+    fits: dict[str, PowerLawFit | None]  # y = a * G^slope; see fit_gpu_scaling
     recommendations: dict[str, str | None]
 
     def config(self, name: str) -> ConfigResult:
@@ -302,7 +294,7 @@ class HardwareScalingAnalyzer:
 
         reached = [c for c in configs if c.at_target]
         fits = {
-            m: fit_power_law([c.total_gpus for c in reached], [c.at_target[m] for c in reached]) for m in METRICS
+            m: fit_gpu_scaling([c.total_gpus for c in reached], [c.at_target[m] for c in reached]) for m in METRICS
         }
         values = {c.config: dict(c.at_target) if c.at_target else {} for c in configs}
         recommendations: dict[str, str | None] = {}
@@ -329,11 +321,11 @@ class HardwareScalingAnalyzer:
             "scaling_plot": out / "scaling.png",
             "fom_plot": out / "fom.png",
         }
-        _atomic_text(paths["csv"], self._configs_csv(report))
-        _atomic_text(paths["trials_csv"], self._trials_csv())
+        atomic_write_text(paths["csv"], self._configs_csv(report))
+        atomic_write_text(paths["trials_csv"], self._trials_csv())
         _plot_scaling(report, paths["scaling_plot"])
         _plot_fom(report, paths["fom_plot"])
-        _atomic_text(paths["markdown"], self.markdown(report))
+        atomic_write_text(paths["markdown"], self.markdown(report))
         return paths
 
     def markdown(self, report: HardwareReport) -> str:
@@ -372,15 +364,18 @@ class HardwareScalingAnalyzer:
                      [_fmt(t["samples"]), f"{t['time']:.2f}", f"{t['gpu_hours']:.4g}", f"{t['cost']:.4g}"])
             lines.append(f"| {c.config} | {c.gpus_per_node} | {c.nodes} | {c.total_gpus} | {c.trials} | "
                          f"{c.best.score:.4f} | " + " | ".join(cells) + f" | {_fmt_params(c.best.params)} |")
-        lines += ["", "## Scaling with the number of GPUs G (y = a * G^b, fitted in log-log space)", "",
-                  "| quantity | a | b (exponent) | R^2 | configurations |", "|---|---|---|---|---|"]
+        lines += ["", "## Scaling with the number of GPUs G (y = a * G^p, fitted in log-log space)", "",
+                  "p > 0: the quantity grows with the GPUs; p < 0: it falls. Intervals: "
+                  f"{FIT_CONFIDENCE:.0%} residual bootstrap (from three GPU counts on).", "",
+                  "| quantity | a | p (exponent) | R^2 | configurations |", "|---|---|---|---|---|"]
         for m, fit in r.fits.items():
             if fit is None:
                 lines.append(f"| {METRIC_LABELS[m]} | - | - | - | fewer than two GPU counts reached the target |")
             else:
                 note = " (two points: the line passes through both)" if fit.n_points == 2 else ""
-                lines.append(f"| {METRIC_LABELS[m]} | {fit.coefficient:.4g} | {fit.exponent:+.3f} | {fit.r2:.3f} "
-                             f"| {fit.n_points}{note} |")
+                iv = fit.slope_interval
+                slope = f"{fit.slope:+.3f}" + (f" [{iv[0]:+.3f}, {iv[1]:+.3f}]" if iv else "")
+                lines.append(f"| {METRIC_LABELS[m]} | {fit.a:.4g} | {slope} | {fit.r2:.3f} | {fit.n_points}{note} |")
         lines += ["", "## Figure of Merit", "",
                   "FOM = prod_k (best_k / value_k)^w_k over samples, time and cost to target; 1 is best on all three.",
                   "", "| config | " + " | ".join(f"{p} ({PRIORITY_NOTES.get(p, '')})" for p in self.priorities) + " |",
@@ -463,12 +458,6 @@ def _read_json_lines(path: Path) -> list[dict]:
     return rows
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _fmt(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
@@ -481,12 +470,7 @@ def _fmt_params(params: dict) -> str:
 
 
 def _plot_scaling(report: HardwareReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4))
+    fig, axes = new_figure(ncols=len(METRICS), size=(5.0, 4.0))
     reached = [c for c in report.configs if c.at_target]
     for ax, m in zip(axes, METRICS):
         xs = [c.total_gpus for c in reached]
@@ -498,7 +482,7 @@ def _plot_scaling(report: HardwareReport, path: Path) -> None:
         if fit is not None:
             grid = np.geomspace(min(xs), max(xs), 50)
             ax.plot(grid, fit.predict(grid), color="C1",
-                    label=f"{fit.coefficient:.3g} G^{fit.exponent:+.2f} (R^2 {fit.r2:.2f})")
+                    label=f"{fit.a:.3g} G^{fit.slope:+.2f} (R^2 {fit.r2:.2f})")
             ax.legend(fontsize=8)
         if xs and all(y > 0 for y in ys):
             ax.set_xscale("log", base=2)
@@ -507,22 +491,13 @@ def _plot_scaling(report: HardwareReport, path: Path) -> None:
         ax.set_ylabel(METRIC_LABELS[m])
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"to target score {report.target_score:.3g}")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=100)
 
 
 def _plot_fom(report: HardwareReport, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     priorities = list(report.recommendations)
     names = [c.config.removeprefix("hs_") for c in report.configs]
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names) * len(priorities) / 2), 4))
+    fig, ax = new_figure(size=(max(5, 1.2 * len(names) * len(priorities) / 2), 4))
     width = 0.8 / max(len(priorities), 1)
     for i, p in enumerate(priorities):
         xs = np.arange(len(names)) + i * width
@@ -531,8 +506,4 @@ def _plot_fom(report: HardwareReport, path: Path) -> None:
     ax.set_ylabel("Figure of Merit")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, dpi=100)

@@ -57,7 +57,7 @@ def run_search(kind: str, space, objective, trials: int, batch_size: int, seed: 
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from tune.hw_scaling import RoundLimiter, make_searcher
+    from tune.search import RoundLimiter, make_searcher
 
     if kind == "gp":
         searcher, _ = make_searcher(space, "gp", seed=seed)

@@ -15,16 +15,20 @@ AdamW with mixed precision under DDP (each GPU holds a full replica):
 
 It is an estimate: the smoke test and the run's measured peak memory say
 whether it held.
+
+`check_fits(spec)` is the one check of a spec against the hard limits of a
+scaled experiment (train.limits): the ScalePlan boundary and
+`train.run(spec, limits=True)` call it. `estimate` itself knows no limits.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
-from train.limits import GPU_MEMORY_GB, MAX_GPUS, MAX_HOURS, LimitExceeded
+from train.limits import LimitExceeded, check_gpus, check_hours, memory_problem
 from train.spec import DataSpec, TrainSpec
 
 GB = 1024**3
@@ -54,14 +58,9 @@ class Estimate:
     projected_hours: float  # the smaller of that and the deadline
     gpu_hours: float
     cost_usd: float
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def fits(self) -> bool:
-        return not self.problems
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "fits": self.fits}
+        return asdict(self)
 
 
 def build_model_for(spec: TrainSpec, device: str | torch.device = "meta") -> torch.nn.Module:
@@ -118,17 +117,6 @@ def estimate(spec: TrainSpec) -> Estimate:
         compute_hours = 0.0  # CPU runs are not projected in GPU time
     projected_hours = min(compute_hours, spec.budget.max_hours)
     gpu_hours = projected_hours * gpus
-
-    problems = []
-    if per_gpu_gb > GPU_MEMORY_GB and gpus > 0:
-        problems.append(
-            f"optim.batch_size/data.seq_len/model: needs {per_gpu_gb:.1f} GB per GPU; the hard limit is "
-            f"{GPU_MEMORY_GB:g} GB (lower optim.batch_size, raise optim.grad_accum, or shrink the model)"
-        )
-    if gpus > MAX_GPUS:  # TrainSpec refuses these already; kept for plans built other ways
-        problems.append(f"resources.gpus: {gpus} GPUs; the hard limit is {MAX_GPUS}")
-    if spec.budget.max_hours > MAX_HOURS:
-        problems.append(f"budget.max_hours: {spec.budget.max_hours} h; the hard limit is {MAX_HOURS:g} h")
     return Estimate(
         params=params,
         flops_per_token=fpt,
@@ -144,15 +132,28 @@ def estimate(spec: TrainSpec) -> Estimate:
         projected_hours=projected_hours,
         gpu_hours=gpu_hours,
         cost_usd=gpu_hours * spec.cost.usd_per_gpu_hour,
-        problems=problems,
     )
 
 
 def check_fits(spec: TrainSpec) -> Estimate:
-    """The estimate, or LimitExceeded naming each field and limit it breaks."""
+    """`spec` against the hard limits of a scaled experiment: its estimate, or
+    LimitExceeded naming each field and limit it breaks, e.g. "resources.gpus:
+    asks for 4 GPUs; the hard limit is 2 GPUs per experiment". The 80 GB per
+    GPU applies to GPU jobs only. A model that cannot be built raises the
+    ValueError that says why."""
+    problems = []
+    for field, value, rule in (("resources.gpus", spec.resources.gpus, check_gpus),
+                               ("budget.max_hours", spec.budget.max_hours, check_hours)):
+        try:
+            rule(value)
+        except ValueError as exc:
+            problems.append(f"{field}: {exc}")
     est = estimate(spec)
-    if not est.fits:
-        raise LimitExceeded("; ".join(est.problems))
-    if not math.isfinite(est.memory_per_gpu_gb):
-        raise LimitExceeded("memory estimate is not finite")
+    if spec.resources.gpus > 0:
+        if not math.isfinite(est.memory_per_gpu_gb):
+            problems.append("optim.batch_size/data.seq_len/model: the memory estimate is not finite")
+        elif problem := memory_problem(est.memory_per_gpu_gb):
+            problems.append(problem)
+    if problems:
+        raise LimitExceeded("; ".join(problems))
     return est

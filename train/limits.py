@@ -1,19 +1,18 @@
 """The hard limits of a scaled experiment, in one place.
 
 A scaled-up MVE may ask for at most 2 GPUs, run at most 6 hours, and must fit
-in the 80 GB of one A100/H100 per GPU. `TrainSpec` enforces the first two on
-construction and the third through `train.estimate`.
+in the 80 GB of one A100/H100 per GPU. They are the rule for scaled
+experiments, not for every training job: a `TrainSpec` describes any job
+honestly (a hardware sweep's trial may hold 8 GPUs). They are enforced where a
+plan becomes a job: `ScalePlan` on construction, and `train.run(spec,
+limits=True)` (`python -m train.run SPEC --scaled`), both through
+`train.estimate.check_fits(spec)`, the one check of a spec against them (the
+memory limit needs the estimate, so it lives there; the rules are here).
 """
 
 MAX_GPUS = 2
 MAX_HOURS = 6.0
 GPU_MEMORY_GB = 80.0
-
-# For projecting GPU-hours and cost: an A100's dense bf16 peak, and a model
-# FLOPs utilisation that small models reach in practice.
-DEFAULT_GPU_PEAK_TFLOPS = 312.0
-DEFAULT_ASSUMED_MFU = 0.35
-DEFAULT_USD_PER_GPU_HOUR = 2.00
 
 
 class LimitExceeded(ValueError):
@@ -21,7 +20,8 @@ class LimitExceeded(ValueError):
 
 
 def check_gpus(v: int) -> int:
-    """For pydantic validators of a GPU count: the message names the limit."""
+    """A GPU count against the limit (also a pydantic field validator): the
+    message names the limit; the caller names the field."""
     if v > MAX_GPUS:
         raise ValueError(f"asks for {v} GPUs; the hard limit is {MAX_GPUS} GPUs per experiment")
     return v
@@ -31,3 +31,11 @@ def check_hours(v: float) -> float:
     if v > MAX_HOURS:
         raise ValueError(f"asks for {v:g} hours; the hard limit is {MAX_HOURS:g} hours per experiment")
     return v
+
+
+def memory_problem(per_gpu_gb: float) -> str | None:
+    """Why an estimated memory per GPU breaks the limit, or None."""
+    if per_gpu_gb <= GPU_MEMORY_GB:
+        return None
+    return (f"optim.batch_size/data.seq_len/model: needs {per_gpu_gb:.1f} GB per GPU; the hard limit is "
+            f"{GPU_MEMORY_GB:g} GB (lower optim.batch_size, raise optim.grad_accum, or shrink the model)")

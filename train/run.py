@@ -1,9 +1,12 @@
 """Run one TrainSpec on Ray Train: `python -m train.run SPEC.yaml`.
 
     python -m train.run SPEC.yaml [--set key.path=value ...] [--out DIR]
-                                  [--ledger PATH | --no-ledger]
+                                  [--ledger PATH | --no-ledger] [--scaled]
 
-The spec's estimate is checked against the hard limits before anything starts.
+With --scaled (`run(spec, limits=True)`), the job is a scaled experiment: the
+spec is checked against the hard limits (2 GPUs, 6 hours, 80 GB per GPU)
+before anything starts, and refused with one message naming each field and
+limit it breaks. Without it any spec runs as it says (a sweep may use 8 GPUs).
 The job is a Ray Train (V2) TorchTrainer whose ScalingConfig asks for exactly
 the spec's GPUs (one worker per GPU, so the dashboard shows them in use), or
 for `resources.cpu_workers` CPU workers where the spec asks for none. It joins
@@ -16,14 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from train.estimate import check_fits
+from analysis.files import atomic_write_json
+from train.estimate import check_fits, estimate
 from train.limits import LimitExceeded
 from train.spec import SpecError, TrainSpec
 
@@ -47,15 +50,18 @@ def run(
     out_dir: str | Path | None = None,
     ledger: str | Path | None = DEFAULT_LEDGER,
     command: str | None = None,
+    limits: bool = False,
 ) -> dict[str, Any]:
-    """Train `spec` on Ray Train; return the results (also in out_dir/results.json)."""
+    """Train `spec` on Ray Train; return the results (also in out_dir/results.json).
+    With `limits`, a spec over the hard limits of a scaled experiment raises
+    LimitExceeded before anything is written or started."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from train.loop import train_loop_per_worker
     from train.ray_session import init_ray
 
-    estimate = check_fits(spec)  # refuse before anything starts
+    projected = check_fits(spec) if limits else estimate(spec)  # refuse before anything starts
     out = Path(out_dir or Path("runs") / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     spec.to_yaml(out / "spec.yaml")
@@ -80,7 +86,7 @@ def run(
     )
     logger.info(
         "training %s: %s params, %d worker(s)%s, %d steps, checkpoints in %s",
-        spec.name, f"{estimate.params:,}", spec.resources.workers, " on GPUs" if use_gpu else " on CPU",
+        spec.name, f"{projected.params:,}", spec.resources.workers, " on GPUs" if use_gpu else " on CPU",
         spec.budget.max_steps, out / "ray_results",
     )
     try:
@@ -91,14 +97,14 @@ def run(
         raise TrainingFailed(f"training {spec.name} failed: {result.error}")
 
     metrics = dict(result.metrics or {})
-    results = _results(spec, metrics, estimate, out, result)
-    _write_json(out / "results.json", results)
+    results = _results(spec, metrics, projected, out, result)
+    atomic_write_json(out / "results.json", results)
     if ledger is not None:
         append_run_to_ledger(Path(ledger), spec, results, out, command)
     return results
 
 
-def _results(spec: TrainSpec, m: dict, estimate, out: Path, result) -> dict[str, Any]:
+def _results(spec: TrainSpec, m: dict, projected, out: Path, result) -> dict[str, Any]:
     gpu_hours = m.get("gpu_seconds", 0.0) / 3600
     res = {
         "name": spec.name,
@@ -116,8 +122,8 @@ def _results(spec: TrainSpec, m: dict, estimate, out: Path, result) -> dict[str,
         "first_step_at": m.get("first_step_at"),
         "world_size": m.get("world_size"),
         "gpu_allocation": m.get("gpu_allocation"),
-        "params": estimate.params,
-        "estimate": estimate.to_dict(),
+        "params": projected.params,
+        "estimate": projected.to_dict(),
         "checkpoint": _last_checkpoint_with_weights(result),
         "out_dir": str(out),
     }
@@ -138,12 +144,6 @@ def _last_checkpoint_with_weights(result) -> str | None:
         if (Path(ckpt.path) / "model.pt").exists():
             return ckpt.path
     return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def append_run_to_ledger(path: Path, spec: TrainSpec, results: dict, out: Path, command: str | None = None) -> None:
@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/NAME-TIMESTAMP)")
     parser.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER, help=f"ledger to append to (default {DEFAULT_LEDGER})")
     parser.add_argument("--no-ledger", action="store_true", help="do not append a ledger entry")
+    parser.add_argument("--scaled", action="store_true",
+                        help="a scaled experiment: refuse a spec over the hard limits (2 GPUs, 6 hours, "
+                             "80 GB per GPU) before anything starts")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -206,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m train.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     try:
         spec = TrainSpec.from_yaml(args.spec).with_overrides(args.overrides)
-        results = run(spec, out_dir=args.out, ledger=None if args.no_ledger else args.ledger, command=command)
+        results = run(spec, out_dir=args.out, ledger=None if args.no_ledger else args.ledger, command=command,
+                      limits=args.scaled)
     except (SpecError, LimitExceeded, DatasetUnavailable, ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,12 @@
 """`ScalePlan`: how a ScalerAgent proposes to scale one MVE up.
 
 A plan comes from Claude (tool use with this model's JSON schema) or from the
-offline planner. Either way it is validated twice: by this model on
-construction (shape, the hard limits on GPUs and hours, a benchmark the
-training engine has), then by `train.estimate` once it is turned into a
-TrainSpec (parameters, memory per GPU, GPU-hours, cost).
+offline planner. This is where a plan meets the hard limits of a scaled
+experiment (train.limits): on construction it checks its shape, a benchmark
+the training engine has, and its TrainSpec against the limits with
+`train.estimate.check_fits` (GPUs, hours, and the 80 GB per GPU once the model
+can be built). The agent runs the same check again when it turns the plan into
+a job, for the parameters, GPU-hours and cost it records.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import re
 from pathlib import PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from train.limits import MAX_GPUS, MAX_HOURS, check_gpus, check_hours
+from train.estimate import check_fits
+from train.limits import MAX_GPUS, MAX_HOURS, LimitExceeded, check_gpus, check_hours
 from train.spec import ModelSpec, OptimSpec, TrainSpec, check_benchmark
 
 
@@ -73,12 +76,28 @@ class ScalePlan(BaseModel):
                 raise ValueError(f"file path {name!r} escapes the experiment folder")
         return files
 
+    @model_validator(mode="after")
+    def _inside_the_hard_limits(self):
+        # GPUs and hours are refused above under the plan's own field names;
+        # this adds the 80 GB per GPU, which needs the model built.
+        try:
+            check_fits(self.to_train_spec())
+        except LimitExceeded:
+            raise
+        except ValueError:
+            # A model that cannot be built (sizes that do not fit together, a
+            # custom file the plan brings along) breaks no limit: the agent's
+            # check_fits refuses it, naming why, where the plan becomes a job.
+            pass
+        return self
+
     @property
     def name(self) -> str:
         return f"{self.mve_id}_scaled"
 
     def to_train_spec(self) -> TrainSpec:
-        """The TrainSpec the scaled experiment runs (validated, limits included)."""
+        """The TrainSpec the scaled experiment runs (its shape validated; the plan
+        checked the limits on construction)."""
         return TrainSpec.parse(
             {
                 "name": self.name,

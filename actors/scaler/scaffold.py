@@ -55,9 +55,14 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "run"))
     args = parser.parse_args()
     os.chdir(HERE)  # paths in config.yaml (model files) are relative to this folder
-    from train.spec import TrainSpec
+    from train.limits import LimitExceeded
+    from train.spec import SpecError, TrainSpec
 
-    spec = TrainSpec.from_yaml(HERE / "config.yaml").with_overrides(args.overrides)
+    try:
+        spec = TrainSpec.from_yaml(HERE / "config.yaml").with_overrides(args.overrides)
+    except SpecError as exc:
+        print(f"error: {{exc}}", file=sys.stderr)
+        return 2
     if args.smoke:
         from train.smoke import main as smoke
 
@@ -67,7 +72,11 @@ def main() -> int:
         return smoke([str(spec_path), "--expected-params", "{target_params}"])
     from train.run import run
 
-    run(spec, out_dir=args.out, ledger=None)
+    try:  # a scaled experiment: the hard limits hold, --set overrides included
+        run(spec, out_dir=args.out, ledger=None, limits=True)
+    except LimitExceeded as exc:
+        print(f"error: {{exc}}", file=sys.stderr)
+        return 2
     return 0
 
 

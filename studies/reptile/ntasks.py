@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -77,7 +78,8 @@ def reptile_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from studies.reptile.meta import ReptileConfig, run_reptile
+    from studies.reptile.config import ReptileConfig
+    from studies.reptile.meta import run_reptile
 
     torch.set_num_threads(max(1, int(config["cpus"])))
     cfg = ReptileConfig.model_validate(config["reptile"])
@@ -195,13 +197,15 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 def write_study_outputs(out: Path, results: list[dict], meta: dict | None = None, n_bootstrap: int = 1000) -> dict:
     """From the runs' final results: the CSV, the power-law fit, both plots and the
     summary report. Returns the summary."""
+    from analysis.files import atomic_write_json, atomic_write_text, nan_to_none
     from analysis.scaling_laws import FitError, fit_power_law
 
     rows = sorted((_row(r) for r in results), key=lambda r: (r["n_tasks"], r["seed"]))
-    with (out / "scaling_law_results.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    table = io.StringIO()
+    w = csv.DictWriter(table, fieldnames=RESULT_COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "scaling_law_results.csv", table.getvalue())
 
     x = [r["n_tasks"] for r in rows]
     y = [r["meta_test_loss"] for r in rows]
@@ -227,7 +231,7 @@ def write_study_outputs(out: Path, results: list[dict], meta: dict | None = None
                                                                   "c": off.intervals["c"]}}
         except FitError as exc:
             fit_doc["with_offset"] = {"error": str(exc)}
-    (out / "power_law_fit.json").write_text(json.dumps(_nan_to_none(fit_doc), indent=2) + "\n")
+    atomic_write_json(out / "power_law_fit.json", nan_to_none(fit_doc))
     fit.plot(out / "scaling_law_plot.png", xlabel="N_tasks (meta-training tasks)",
              ylabel="meta-test loss on held-out tasks",
              title="Reptile: held-out loss vs number of training tasks")
@@ -264,18 +268,8 @@ def write_study_outputs(out: Path, results: list[dict], meta: dict | None = None
         "mean_loss_decreases_with_n_tasks": all(b < a for a, b in zip(means, means[1:])),
         "files": list(OUTPUT_FILES) + [f"{run_name(r['n_tasks'], r['seed'])}/{f}" for r in rows for f in RUN_FILES],
     }
-    (out / "summary_report.json").write_text(json.dumps(_nan_to_none(summary), indent=2, default=str) + "\n")
+    atomic_write_json(out / "summary_report.json", nan_to_none(summary))
     return summary
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 def _plot_baselines(path: Path, per_n: list[dict], baselines: dict) -> None:
@@ -418,7 +412,7 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
 def _reptile_config(args, s: dict):
     from pydantic import ValidationError
 
-    from studies.reptile.meta import DEFAULT_HF_MODEL, ReptileConfig
+    from studies.reptile.config import DEFAULT_HF_MODEL, ReptileConfig
 
     if (args.model == "hf") != (args.task_family == "banking77"):
         raise UsageError("--model hf goes with --task-family banking77 (text), and the small model with the "
@@ -512,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         out = (args.out or Path("runs") / f"reptile_scaling-{time.strftime('%Y%m%d-%H%M%S')}").expanduser().resolve()
         _check_out(out, args.resume)
         cfg = _reptile_config(args, s)
-        from studies.reptile.meta import ReptileUnavailable, preflight
+        from studies.reptile.config import ReptileUnavailable
+        from studies.reptile.models import preflight
 
         try:
             preflight(cfg)

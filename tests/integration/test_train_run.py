@@ -143,13 +143,19 @@ def test_cli_runs_a_spec_with_overrides(ray_env, tmp_path):
     assert "--set budget.max_steps=20" in (tmp_path / "ledger.md").read_text()
 
 
+BIG_MODEL = ["--set", "model.d_model=8192", "--set", "model.n_layers=64", "--set", "model.n_heads=64",
+             "--set", "model.n_kv_heads=null", "--set", "data.seq_len=2048"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--set", "resources.gpus=4"], "resources.gpus: asks for 4 GPUs; the hard limit is 2 GPUs"),
-        (["--set", "budget.max_hours=7"], "budget.max_hours: asks for 7 hours; the hard limit is 6 hours"),
+        (["--scaled", "--set", "resources.gpus=4"], "resources.gpus: asks for 4 GPUs; the hard limit is 2 GPUs"),
+        (["--scaled", "--set", "budget.max_hours=7"], "budget.max_hours: asks for 7 hours; the hard limit is 6 hours"),
+        (["--scaled", "--set", "resources.gpus=1", *BIG_MODEL], "GB per GPU; the hard limit is 80 GB"),
         (["--set", "optim.lrr=1"], "has no field 'optim.lrr'"),
     ],
+    ids=["gpus", "hours", "memory", "unknown-field"],
 )
 def test_cli_refuses_bad_specs_before_starting_anything(tmp_path, args, message):
     out = subprocess.run(

@@ -10,11 +10,12 @@ needed: from a .npy array (`token_bytes_path`) or from the sentencepiece model
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from analysis.files import atomic_write_bytes
 
 from .base import DatasetUnavailable, MappedTokens, WindowedTokenDataset, check_int, check_path
 
@@ -45,12 +46,7 @@ def write_shard(path, tokens) -> None:
         raise ValueError("write_shard: token ids must be in [0, 65535] to fit the uint16 format")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, tokens.size
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(header.tobytes())
-        f.write(tokens.astype(TOKEN_DTYPE).tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, header.tobytes() + tokens.astype(TOKEN_DTYPE).tobytes())
 
 
 def open_shard(path) -> MappedTokens:

@@ -91,8 +91,10 @@ def check_settings(settings: dict) -> None:
     build_dataset("bytes", seq_len=settings["seq_len"], seed=settings["seed"], max_bytes=settings["max_bytes"])
 
 
-def spec_for(hp: dict, settings: dict, workers: int, name: str = "hw_trial"):
-    """The TrainSpec of one trial on `workers` data-parallel workers."""
+def spec_for(hp: dict, settings: dict, workers: int, name: str = "hw_trial", gpus: bool = False):
+    """The TrainSpec of one trial on `workers` data-parallel workers: one per
+    GPU of the shape with `gpus` (the cluster: resources.gpus = g * n), else
+    CPU workers (--local: resources.cpu_workers)."""
     from train.spec import TrainSpec
 
     seq = settings["seq_len"]
@@ -108,10 +110,9 @@ def spec_for(hp: dict, settings: dict, workers: int, name: str = "hw_trial"):
         "optim": {"lr": hp["lr"], "weight_decay": hp["weight_decay"], "betas": [0.9, hp["beta2"]],
                   "warmup_steps": round(hp["warmup_frac"] * steps), "batch_size": micro,
                   "grad_accum": batch_seqs // mini_seqs},
-        # The shape's GPUs are counted as data-parallel workers, not as
-        # resources.gpus: the 2-GPU limit is for scaled experiments, and these
-        # workers are started by the sweep inside the trial's reservation.
-        "resources": {"gpus": 0, "cpu_workers": workers},
+        # What the trial trains on, as it is. The workers themselves are started
+        # by tune.recipes.workers inside the trial's placement group.
+        "resources": {"gpus": workers} if gpus else {"gpus": 0, "cpu_workers": workers},
         "budget": {"max_steps": steps, "max_hours": settings["max_hours"],
                    "eval_interval": settings["eval_interval"],
                    "eval_batches": max(1, settings["eval_seqs"] // micro)},
@@ -119,11 +120,19 @@ def spec_for(hp: dict, settings: dict, workers: int, name: str = "hw_trial"):
     }, source="recipe tune.recipes.gpt")
 
 
+def trial_spec(hp: dict, settings: dict, hardware):
+    """The TrainSpec a trial of `hardware` trains: on the cluster, one worker per
+    GPU of the shape (resources.gpus = g * n); with --local, CPU workers (one
+    in-process worker using the trial's threads, or g * n gloo workers)."""
+    workers = hardware.total_gpus if hardware.distributed else 1
+    return spec_for(hp, settings, workers, gpus=not hardware.local)
+
+
 def train(hp: dict, settings: dict, hardware, report: Callable[[dict], None]) -> None:
     """Train one trial, calling report(metrics) at each evaluation (the first
     one, of the untrained model, included)."""
-    workers = hardware.total_gpus if hardware.distributed else 1
-    spec = spec_for(hp, settings, workers)
+    spec = trial_spec(hp, settings, hardware)
+    workers = spec.resources.workers
     seen_start = False
 
     def on_loop_report(m: dict) -> None:
@@ -139,7 +148,7 @@ def train(hp: dict, settings: dict, hardware, report: Callable[[dict], None]) ->
     if hardware.distributed:
         from tune.recipes.workers import run_worker_group
 
-        use_gpu = not hardware.local
+        use_gpu = spec.resources.gpus > 0
         per_worker = hardware.cpus_per_gpu if use_gpu else hardware.cpus / workers
         run_worker_group(spec, hardware.gpus_per_node, hardware.nodes, on_loop_report,
                          use_gpu=use_gpu, cpus_per_worker=per_worker)

@@ -104,7 +104,7 @@ class DDPWorker:
 def run_worker_group(spec, gpus_per_node: int, nodes: int, on_report: Callable[[dict], None], *,
                      use_gpu: bool, cpus_per_worker: float = 1.0, placement_group=None,
                      poll_s: float = 0.5) -> None:
-    """Train `spec` (its resources.cpu_workers == gpus_per_node * nodes) on that
+    """Train `spec` (its resources.workers == gpus_per_node * nodes) on that
     many workers in `placement_group` (default: the caller's, i.e. the trial's),
     calling on_report(metrics) with each of rank 0's reports as it comes."""
     from ray.util.placement_group import get_current_placement_group

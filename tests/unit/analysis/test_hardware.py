@@ -13,7 +13,7 @@ from analysis.hardware import (
     TrialRecord,
     crossing,
     figure_of_merit,
-    fit_power_law,
+    fit_gpu_scaling,
 )
 
 SHAPES = [(1, 1), (2, 1), (4, 1), (8, 1), (4, 2), (8, 2)]
@@ -57,11 +57,26 @@ def write_sweep(root, noise=0.0, seed=0):
             (trial / "params.json").write_text(json.dumps({"lr": 0.001 * (j + 1), "recipe": "x", "settings": {}}))
 
 
-def test_fit_power_law_recovers_exponent_and_r2():
+def test_fit_gpu_scaling_recovers_exponent_and_r2():
     x = np.array([1, 2, 4, 8, 16])
-    fit = fit_power_law(x, 3.0 * x**-0.7)
-    assert fit.exponent == pytest.approx(-0.7) and fit.coefficient == pytest.approx(3.0) and fit.r2 == pytest.approx(1)
-    assert fit_power_law([2, 2], [1, 3]) is None  # one GPU count: no line
+    fit = fit_gpu_scaling(x, 3.0 * x**-0.7)
+    assert fit.slope == pytest.approx(-0.7) and fit.a == pytest.approx(3.0) and fit.r2 == pytest.approx(1)
+    assert fit_gpu_scaling([2, 2], [1, 3]) is None  # one GPU count: no line
+
+
+def test_fit_gpu_scaling_is_the_scaling_law_fit_reported_as_a_slope():
+    """One power-law fit in the project: the hardware analysis reports
+    analysis.scaling_laws' y = a * G^-b as y = a * G^slope, slope = -b, with
+    its bootstrap interval turned round the same way."""
+    from analysis.scaling_laws import fit_power_law
+
+    x = np.array([1, 2, 4, 8, 16, 32])
+    y = 5.0 * x**0.3 * np.exp(np.random.default_rng(0).normal(0, 0.05, x.size))  # grows with the GPUs
+    ours, law = fit_gpu_scaling(x, y), fit_power_law(x, y, n_bootstrap=1000, seed=0)
+    assert ours.slope == pytest.approx(-law.b) and ours.slope == pytest.approx(0.3, abs=0.1)
+    lo, hi = ours.slope_interval
+    assert (lo, hi) == pytest.approx((-law.intervals["b"][1], -law.intervals["b"][0]))
+    assert lo < ours.slope < hi
 
 
 def test_analyzer_recovers_known_exponents_and_writes_the_report(tmp_path):
@@ -71,10 +86,10 @@ def test_analyzer_recovers_known_exponents_and_writes_the_report(tmp_path):
     assert report.target_score == pytest.approx(0.72)
     assert len(report.configs) == len(SHAPES) and all(c.trials == 3 for c in report.configs)
     assert all(c.best.params["lr"] == 0.001 for c in report.configs)  # the best trial per configuration
-    assert report.fits["samples"].exponent == pytest.approx(B_SAMPLES, abs=1e-6)
-    assert report.fits["time"].exponent == pytest.approx(B_TIME, abs=1e-6)
-    assert report.fits["cost"].exponent == pytest.approx(1 + B_TIME, abs=1e-6)
-    assert report.fits["samples"].coefficient == pytest.approx(A_SAMPLES, rel=1e-6)
+    assert report.fits["samples"].slope == pytest.approx(B_SAMPLES, abs=1e-6)
+    assert report.fits["time"].slope == pytest.approx(B_TIME, abs=1e-6)
+    assert report.fits["cost"].slope == pytest.approx(1 + B_TIME, abs=1e-6)
+    assert report.fits["samples"].a == pytest.approx(A_SAMPLES, rel=1e-6)
     assert all(f.r2 == pytest.approx(1.0) for f in report.fits.values())
     # Samples and cost are lowest on one GPU, time on the most GPUs.
     assert report.recommendations["research"] == "hs_g1n1"
@@ -97,8 +112,8 @@ def test_analyzer_recovers_known_exponents_and_writes_the_report(tmp_path):
 def test_noisy_sweep_still_recovers_the_exponents(tmp_path):
     write_sweep(tmp_path, noise=0.05, seed=1)
     report = HardwareScalingAnalyzer().load_tune_results(tmp_path).analyze()
-    assert report.fits["samples"].exponent == pytest.approx(B_SAMPLES, abs=0.1)
-    assert report.fits["time"].exponent == pytest.approx(B_TIME, abs=0.1)
+    assert report.fits["samples"].slope == pytest.approx(B_SAMPLES, abs=0.1)
+    assert report.fits["time"].slope == pytest.approx(B_TIME, abs=0.1)
     assert 0.8 < report.fits["time"].r2 <= 1
 
 

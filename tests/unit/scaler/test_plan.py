@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from actors.scaler.planners import TOKENS_PER_PARAM, OfflinePlanner
 from actors.scaler.plan import ScalePlan
+from train.spec import TrainSpec
 from train.estimate import check_fits
 from train.limits import MAX_HOURS
 
@@ -51,6 +52,23 @@ def test_plans_over_the_limits_or_malformed_are_refused_by_name(change, words):
     with pytest.raises(ValidationError) as err:
         ScalePlan.model_validate(plan_dict(**change))
     assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_a_plan_too_big_for_80gb_per_gpu_is_refused_on_construction():
+    big = {"family": "gpt", "d_model": 8192, "n_layers": 64, "n_heads": 64}
+    with pytest.raises(ValidationError) as err:
+        ScalePlan.model_validate(plan_dict(model=big, seq_len=2048))
+    assert "GB per GPU; the hard limit is 80 GB" in str(err.value), str(err.value)
+
+
+def test_the_same_spec_is_a_valid_train_spec_outside_a_plan():
+    """The limits belong to scaled experiments: the TrainSpec a sweep or a user
+    writes may say 4 GPUs, 10 hours or a model over 80 GB."""
+    raw = ScalePlan.model_validate(plan_dict()).to_train_spec().model_dump(mode="json")
+    raw["resources"]["gpus"], raw["budget"]["max_hours"] = 4, 10
+    raw["model"].update(d_model=8192, n_layers=64, n_heads=64, n_kv_heads=None)
+    spec = TrainSpec.parse(raw)
+    assert (spec.resources.gpus, spec.budget.max_hours) == (4, 10)
 
 
 @pytest.mark.parametrize("path", ["../outside.py", "/etc/passwd", "models/../../x.py", "~/x.py", "a\\..\\b.py", ""])

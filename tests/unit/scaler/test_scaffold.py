@@ -44,6 +44,22 @@ def test_generated_train_py_smoke_test_passes_in_a_scrubbed_environment(plan, tm
     assert report["ok"] and report["checks"]["params"]["off_by"] <= 0.10
 
 
+@pytest.mark.parametrize("override, message", [
+    ("resources.gpus=4", "resources.gpus: asks for 4 GPUs; the hard limit is 2 GPUs per experiment"),
+    ("budget.max_hours=7", "budget.max_hours: asks for 7 hours; the hard limit is 6 hours per experiment"),
+])
+def test_generated_train_py_holds_a_scaled_run_to_the_hard_limits(plan, tmp_path, override, message):
+    """The scaffolded script trains with train.run's limits on, so a --set that
+    breaks one is refused before Ray starts or anything is written."""
+    out = write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    proc = subprocess.run([sys.executable, "train.py", "--set", override], cwd=out, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {message}"]
+    assert not (out / "run").exists()
+
+
 def test_a_finished_experiment_is_never_overwritten(plan, tmp_path):
     done = tmp_path / "005_scaled"
     done.mkdir()

@@ -3,26 +3,15 @@
 import csv
 import json
 import math
+import sys
 
 import pytest
 import torch
-from torch import nn
 
-from studies.reptile.meta import (
-    HFClassifier,
-    LoRALinear,
-    Reptile,
-    ReptileConfig,
-    ReptileUnavailable,
-    SmallClassifier,
-    SyntheticFamilyConfig,
-    SyntheticTaskFamily,
-    TextTaskFamily,
-    apply_lora,
-    build_model_and_family,
-    preflight,
-    run_reptile,
-)
+from studies.reptile.config import ReptileConfig, ReptileUnavailable, SyntheticFamilyConfig
+from studies.reptile.meta import Reptile, run_reptile
+from studies.reptile.models import HFClassifier, SmallClassifier, add_lora, build_model_and_family, preflight
+from studies.reptile.tasks import SyntheticTaskFamily
 from studies.reptile.ntasks import main, write_study_outputs
 
 
@@ -84,32 +73,38 @@ def test_family_config_names_the_field_it_refuses():
 
 
 def test_lora_starts_as_the_base_layer_and_trains_only_the_adapters():
+    pytest.importorskip("peft")
+    from peft.tuners.lora import LoraLayer
+
     torch.manual_seed(0)
     model = SmallClassifier(16, 8, 5)
     x = torch.randn(4, 16)
     before = model(x)
-    wrapped = apply_lora(model, ["features"], rank=2, keep_trainable=("head",))
-    assert wrapped == ["features"] and isinstance(model.features, LoRALinear)
+    wrapped = add_lora(model, ["features"], rank=2, trainable=("head",))
+    assert wrapped == ["features"] and isinstance(model.features, LoraLayer)
     assert torch.allclose(model(x), before)  # B starts at zero
     trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
-    assert trainable == ["features.lora_A", "features.lora_B", "head.bias", "head.weight"]
+    assert trainable == ["features.lora_A.default.weight", "features.lora_B.default.weight", "head.bias",
+                         "head.weight"]
     with pytest.raises(ValueError, match="no nn.Linear"):
-        apply_lora(SmallClassifier(4, 4, 2), ["q_proj"], rank=2)
+        add_lora(SmallClassifier(4, 4, 2), ["q_proj"], rank=2)
 
 
 def test_reptile_through_lora_moves_the_adapters_and_leaves_the_base_frozen():
+    pytest.importorskip("peft")
     cfg = ReptileConfig(lora_rank=4, **SMALL)
     model, family = build_model_and_family(cfg, seed=0, device=torch.device("cpu"))
-    base = model.features.base.weight.detach().clone()
+    base = model.features.base_layer.weight.detach().clone()
     learner = Reptile(model, cfg)
-    assert set(learner.params) == {"features.lora_A", "features.lora_B", "head.weight", "head.bias"}
+    assert set(learner.params) == {"features.lora_A.default.weight", "features.lora_B.default.weight",
+                                   "head.weight", "head.bias"}
     pool, g = family.train_pool(50, seed=0), torch.Generator().manual_seed(0)
     test = family.test_episodes(30)
     start = learner.evaluate(test)["loss"]
     for _ in range(60):
         learner.meta_step(pool.sample(cfg.meta_batch, g))
-    assert learner.params["features.lora_B"].abs().max() > 0
-    assert torch.equal(model.features.base.weight, base)
+    assert learner.params["features.lora_B.default.weight"].abs().max() > 0
+    assert torch.equal(model.features.base_layer.weight, base)
     assert learner.evaluate(test)["loss"] < start - 0.05
 
 
@@ -120,6 +115,8 @@ def test_reptile_through_lora_moves_the_adapters_and_leaves_the_base_frozen():
 def test_batched_vmap_and_loop_adaptation_agree(lora_rank):
     """The fast batched path, the vmap path and the per-task loop (the path a
     Hugging Face model takes) compute the same adapted weights."""
+    if lora_rank:
+        pytest.importorskip("peft")
     cfg = ReptileConfig(lora_rank=lora_rank, **SMALL)
     family = SyntheticTaskFamily(cfg.family)
     ep = family.train_pool(5, seed=0).sample(3, torch.Generator().manual_seed(0))
@@ -179,70 +176,118 @@ def test_a_run_writes_its_files_and_reports_every_evaluation(many_and_few):
     assert [r["step"] for r in reports] == [0, 50, 100] and reports[0]["n_tasks"] == 300
 
 
-# -- the Hugging Face path, with stand-ins (transformers is not needed) ---------------
+# -- the Hugging Face path: real transformers and peft on a tiny random Llama ----------
+
+INTENTS = ["card_lost", "refund", "top_up", "pin_blocked", "exchange_rate", "transfer_failed", "atm_fee",
+           "cash_back", "card_arrival", "balance_wrong", "password_reset", "direct_debit"]
+FILLER = "please help me with my account today now".split()
 
 
-class _Tokenizer:
-    def __call__(self, texts, padding, truncation, max_length, return_tensors):
-        ids = torch.zeros(len(texts), max_length, dtype=torch.long)
-        mask = torch.zeros(len(texts), max_length, dtype=torch.long)
-        for i, t in enumerate(texts):
-            toks = [hash(w) % 97 + 1 for w in t.split()][:max_length]
-            ids[i, : len(toks)] = torch.tensor(toks)
-            mask[i, : len(toks)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+def _banking_rows(per_class: int, offset: int = 0) -> list[tuple[str, str]]:
+    """Utterances whose intent word is the signal, among filler words that vary."""
+    return [(" ".join([FILLER[(i + c) % len(FILLER)], intent, FILLER[(3 * i + c) % len(FILLER)], intent]), intent)
+            for c, intent in enumerate(INTENTS) for i in range(offset, offset + per_class)]
 
 
-class _Backbone(nn.Module):
-    """What AutoModel returns, in miniature: last_hidden_state from token ids."""
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """Nothing may be downloaded: the Hub client refuses to reach the network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    import huggingface_hub.constants
 
-    def __init__(self, hidden=16):
-        super().__init__()
-        self.embed = nn.Embedding(100, hidden)
-        self.q_proj = nn.Linear(hidden, hidden)
-        self.v_proj = nn.Linear(hidden, hidden)
-
-    def forward(self, input_ids, attention_mask):
-        h = self.embed(input_ids)
-        return type("Out", (), {"last_hidden_state": self.v_proj(torch.tanh(self.q_proj(h)))})()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-def _rows(n_classes, per_class, offset=0):
-    return [(f"intent{c} word{c} sample{i}", c) for c in range(n_classes) for i in range(offset, offset + per_class)]
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A Hugging Face model folder shaped like TinyLlama (LlamaForCausalLM and a
+    fast tokenizer) at a few thousand parameters: random weights from
+    transformers.LlamaConfig and a word-level tokenizer built here."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
-
-def test_text_tasks_split_intents_and_reptile_runs_on_an_hf_style_model_with_lora():
-    family = TextTaskFamily(_rows(12, 22), _rows(12, 3, offset=22), _Tokenizer(), ways=3, shots=2, queries=3,
-                            max_length=8, train_fraction=0.6)
-    assert not set(family.train_classes) & set(family.test_classes)
-    test = family.test_episodes(4)
-    assert test.support["input_ids"].shape == (4, 6, 8) and test.query_y.shape == (4, 9)
+    words = sorted({w for text, _ in _banking_rows(1) for w in text.split()})
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(folder)
+    config = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                      pad_token_id=0)
     torch.manual_seed(0)
-    model = HFClassifier(_Backbone(), 16, ways=3)
-    apply_lora(model, ("q_proj", "v_proj"), rank=2, keep_trainable=("head",))
-    cfg = ReptileConfig(ways=3, shots=2, queries=3, model="hf", task_family="banking77", inner_steps=2,
-                        meta_steps=5, eval_inner_steps=2, test_tasks=4, eval_tasks=4)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def banking77_csvs(tmp_path):
+    folder = tmp_path / "banking77"
+    folder.mkdir()
+    for name, rows in (("train.csv", _banking_rows(8)), ("test.csv", _banking_rows(3, offset=8))):
+        with (folder / name).open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "category"])
+            w.writerows(rows)
+    return folder
+
+
+def _hf_config(tiny_llama, banking77_csvs, **changes) -> ReptileConfig:
+    return ReptileConfig(**{
+        "model": "hf", "task_family": "banking77", "hf_model": str(tiny_llama), "banking77_path": str(banking77_csvs),
+        "ways": 3, "shots": 2, "queries": 3, "max_length": 8, "lora_rank": 4, "inner_steps": 2, "inner_lr": 0.5,
+        "meta_batch": 2, "meta_steps": 6, "eval_interval": 3, "log_interval": 3, "eval_inner_steps": 5,
+        "eval_tasks": 6, "test_tasks": 6, "scratch_lrs": (0.5,), "scratch_steps": (5,), "device": "cpu", **changes})
+
+
+def test_the_hf_path_meta_learns_lora_adapters_on_a_llama_with_nothing_downloaded(
+        tiny_llama, banking77_csvs, offline_hub, tmp_path):
+    cfg = _hf_config(tiny_llama, banking77_csvs)
+    preflight(cfg)  # what the study checks before any trial starts
+    model, family = build_model_and_family(cfg, seed=0, device=torch.device("cpu"))
+    assert isinstance(model, HFClassifier) and type(model.backbone).__name__ == "LlamaModel"
+    assert not set(family.train_classes) & set(family.test_classes)  # held-out intents are unseen
+    lora = sorted(n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)
+    assert len(lora) == 2 * 2 * 2  # A and B on q_proj and v_proj of both layers
+    assert all(".self_attn.q_proj." in n or ".self_attn.v_proj." in n for n in lora)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
     learner = Reptile(model, cfg)
     assert not learner.vectorize and not learner.batched  # a large model adapts task by task
-    pool = family.train_pool(10, seed=0)
-    g = torch.Generator().manual_seed(0)
+    pool, g = family.train_pool(10, seed=0), torch.Generator().manual_seed(0)
     for _ in range(3):
-        stats = learner.meta_step(pool.sample(2, g))
+        stats = learner.meta_step(pool.sample(cfg.meta_batch, g))
     assert math.isfinite(stats["train_query_loss"])
-    assert learner.params["backbone.q_proj.lora_B"].abs().max() > 0
-    assert 0.0 <= learner.evaluate(test)["acc"] <= 1.0
+    b_name = next(n for n in lora if "lora_B" in n)
+    assert learner.params[b_name].abs().max() > 0  # the adapters moved
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+
+    # The whole run, as a Tune trial runs it: files, baselines, a classifier that
+    # tells the held-out intents apart after adapting to 2 examples of each.
+    result = run_reptile(cfg, n_tasks=10, seed=0, out_dir=tmp_path / "run")
+    assert json.loads((tmp_path / "run/final_result.json").read_text())["meta_test_loss"] == result["meta_test_loss"]
+    assert math.isfinite(result["meta_test_loss"]) and result["test_tasks"] == 6
+    assert result["meta_test_acc"] > 1 / 3 + 0.2
+    assert set(result["baselines"]) == {"zero_shot", "scratch", "scratch_tuned"}
 
 
-def test_the_hf_path_says_what_is_missing():
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("transformers is installed here")
-    cfg = ReptileConfig(model="hf", task_family="banking77")
-    with pytest.raises(ReptileUnavailable, match="transformers"):
-        preflight(cfg)
+def test_the_hf_path_says_what_is_missing(tiny_llama, banking77_csvs, offline_hub, tmp_path, monkeypatch, capsys):
+    with pytest.raises(ReptileUnavailable, match="could not find the model"):
+        preflight(_hf_config(tmp_path / "no_model_here", banking77_csvs))
+    with pytest.raises(ReptileUnavailable, match="Banking77 not found"):
+        preflight(_hf_config(tiny_llama, tmp_path / "no_data_here"))
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as where the hf extra is not installed
+    with pytest.raises(ReptileUnavailable, match=r"transformers.*pip install -e '\.\[hf\]'"):
+        preflight(_hf_config(tiny_llama, banking77_csvs))
+    # The command line says it in one line, before Ray starts or anything is written.
+    out = tmp_path / "study"
+    code = main(["--model", "hf", "--task-family", "banking77", "--hf-model", str(tiny_llama),
+                 "--banking77-path", str(banking77_csvs), "--n-tasks", "5", "10", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "transformers" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 # -- the study's outputs and command line, without Ray -------------------------------

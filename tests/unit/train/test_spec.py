@@ -1,5 +1,6 @@
 """TrainSpec validation, the hard limits, YAML, overrides, and train.estimate."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,23 +20,58 @@ def test_the_shipped_tiny_spec_loads():
 @pytest.mark.parametrize(
     "override, field, limit",
     [
-        ("resources.gpus=4", "resources.gpus", "the hard limit is 2 GPUs"),
-        ("budget.max_hours=10", "budget.max_hours", "the hard limit is 6 hours"),
+        ("resources.gpus=4", "resources.gpus", "asks for 4 GPUs; the hard limit is 2 GPUs per experiment"),
+        ("budget.max_hours=10", "budget.max_hours", "asks for 10 hours; the hard limit is 6 hours per experiment"),
     ],
 )
-def test_over_the_hard_limits_is_refused_naming_field_and_limit(override, field, limit):
-    with pytest.raises(SpecError) as err:
-        TrainSpec().with_overrides([override])
-    assert field in str(err.value) and limit in str(err.value)
+def test_over_the_hard_limits_is_a_valid_spec_that_check_fits_refuses_by_field_and_limit(override, field, limit):
+    spec = TrainSpec().with_overrides([override])  # any job may be described honestly
+    with pytest.raises(LimitExceeded) as err:
+        check_fits(spec)  # a scaled experiment may not ask for it
+    assert f"{field}: {limit}" in str(err.value)
 
 
-def test_a_model_too_big_for_80gb_is_refused_on_construction():
-    with pytest.raises(SpecError) as err:
-        TrainSpec.parse(
-            {"model": {"d_model": 8192, "n_layers": 64, "n_heads": 64}, "resources": {"gpus": 2},
-             "data": {"seq_len": 2048}}
-        )
+def test_check_fits_names_every_limit_a_spec_breaks():
+    spec = TrainSpec.parse(
+        {"model": {"d_model": 8192, "n_layers": 64, "n_heads": 64}, "data": {"seq_len": 2048},
+         "resources": {"gpus": 8}, "budget": {"max_hours": 12}}
+    )
+    assert spec.resources.gpus == 8 and spec.resources.workers == 8
+    with pytest.raises(LimitExceeded) as err:
+        check_fits(spec)
+    text = str(err.value)
+    assert "resources.gpus: asks for 8 GPUs; the hard limit is 2 GPUs per experiment" in text
+    assert "budget.max_hours: asks for 12 hours; the hard limit is 6 hours per experiment" in text
+    assert re.search(r"optim.batch_size/data.seq_len/model: needs [\d.]+ GB per GPU; the hard limit is 80 GB", text)
+
+
+def test_a_model_too_big_for_80gb_is_a_valid_spec_that_check_fits_refuses():
+    spec = TrainSpec.parse(
+        {"model": {"d_model": 8192, "n_layers": 64, "n_heads": 64}, "resources": {"gpus": 2},
+         "data": {"seq_len": 2048}}
+    )
+    assert estimate(spec).memory_per_gpu_gb > 80
+    with pytest.raises(LimitExceeded) as err:
+        check_fits(spec)
+    assert "optim.batch_size/data.seq_len/model: needs" in str(err.value)
     assert "GB per GPU; the hard limit is 80 GB" in str(err.value)
+
+
+def test_spec_and_estimate_do_not_import_each_other():
+    import ast
+
+    def imports(module: str) -> set[str]:
+        tree = ast.parse((ROOT / "train" / f"{module}.py").read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    assert "train.estimate" not in imports("spec") and "train.limits" not in imports("spec")
+    assert "train.spec" in imports("estimate")
 
 
 def test_a_misspelt_field_is_an_error_not_ignored():
@@ -93,9 +129,10 @@ def test_memory_grows_with_batch_and_check_fits_names_the_limit():
     small = estimate(TrainSpec().with_overrides(["optim.batch_size=8"]))
     big = estimate(TrainSpec().with_overrides(["optim.batch_size=64"]))
     assert big.activations_gb == pytest.approx(8 * small.activations_gb, rel=0.01)
-    # CPU specs are not refused at parse time; check_fits refuses a GPU one that does not fit.
+    # The memory limit is per GPU: a CPU job of the same model passes; a GPU one does not fit.
     spec = TrainSpec.parse({"model": {"d_model": 8192, "n_layers": 64, "n_heads": 64}, "data": {"seq_len": 2048}})
-    spec_gpu = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpus": 1})})
+    assert check_fits(spec).memory_per_gpu_gb > 80
+    spec_gpu = spec.with_overrides(["resources.gpus=1"])
     with pytest.raises(LimitExceeded, match="hard limit is 80 GB"):
         check_fits(spec_gpu)
 

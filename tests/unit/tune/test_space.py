@@ -91,6 +91,29 @@ def test_gpt_recipe_spec_keeps_the_global_batch_whatever_the_workers():
         assert spec.optim.grad_accum == 2
 
 
+@pytest.mark.parametrize("shape, local, mode, gpus, cpu_workers", [
+    ((8, 1), False, "inprocess", 8, None),  # the cluster: one worker per GPU of the shape
+    ((4, 2), False, "inprocess", 8, None),
+    ((8, 1), True, "inprocess", 0, 1),  # --local: one process on CPU threads
+    ((8, 1), True, "workers", 0, 8),  # --local-workers: g * n gloo workers on CPU
+])
+def test_gpt_recipe_trial_spec_says_what_the_trial_trains_on(shape, local, mode, gpus, cpu_workers):
+    from tune.recipes.gpt import SETTINGS, trial_spec
+    from train.estimate import check_fits
+    from train.limits import LimitExceeded
+
+    space = load_recipe("tune.recipes.gpt:train").space(*shape, SETTINGS)
+    hp = space.resolve(space.default_point())
+    spec = trial_spec(hp, SETTINGS, Hardware(*shape, local=local, mode=mode))
+    assert spec.resources.gpus == gpus
+    if cpu_workers is not None:
+        assert spec.resources.cpu_workers == cpu_workers
+    assert spec.tokens_per_step == hp["batch_size"]
+    if gpus > 2:  # a sweep may hold 8 GPUs; a scaled experiment may not
+        with pytest.raises(LimitExceeded, match=f"asks for {gpus} GPUs; the hard limit is 2"):
+            check_fits(spec)
+
+
 @pytest.mark.parametrize("overrides,match", [
     (["nope=1"], "has no setting 'nope'"),
     (["steps=abc"], "steps is an integer"),
@@ -115,7 +138,7 @@ def test_unknown_recipes_are_refused_with_a_message(ref, match):
 
 
 def test_pairs_over_eight_gpus_or_beyond_the_cluster_are_skipped():
-    from tune.hw_scaling import SweepConfig, hardware_for, plan_pairs
+    from tune.sweep import SweepConfig, hardware_for, plan_pairs
 
     cfg = SweepConfig(gpu_counts=[1, 2, 4, 8, 16], node_counts=[1, 2])
     nodes = [{"GPU": 8, "CPU": 32}, {"GPU": 2, "CPU": 32}]
@@ -130,7 +153,7 @@ def test_pairs_over_eight_gpus_or_beyond_the_cluster_are_skipped():
 
 
 def test_trial_resources_reserve_the_shape():
-    from tune.hw_scaling import trial_resources
+    from tune.trial import trial_resources
 
     pgf = trial_resources(Hardware(4, 2, local=False, cpus_per_gpu=2))
     assert pgf.strategy == "STRICT_SPREAD" and pgf.head_bundle_is_empty
@@ -139,7 +162,7 @@ def test_trial_resources_reserve_the_shape():
 
 
 def test_round_limiter_runs_the_seed_alone_then_rounds_of_batch_size():
-    from tune.hw_scaling import RoundLimiter
+    from tune.search import RoundLimiter
 
     class Inner:
         metric, mode = "score", "max"
@@ -202,9 +225,9 @@ def test_cli_in_a_shell_exits_2_without_a_traceback_and_explains_itself(tmp_path
 
 
 def test_target_tracker_interpolates_the_crossing():
-    from tune.hw_scaling import _TargetTracker
+    from tune.trial import TargetTracker
 
-    t = _TargetTracker(target=0.5, gpus=2, usd_per_gpu_hour=3.0)
+    t = TargetTracker(target=0.5, gpus=2, usd_per_gpu_hour=3.0)
     first = t.update(0, 0.0, 0.0)
     assert first["reached_target"] == 0 and math.isnan(first["samples_to_target"])
     t.update(1000, 10.0, 0.4)
@@ -220,7 +243,7 @@ def test_gp_searcher_starts_at_the_defaults_then_models_the_results(pareto):
     """OptunaSearch with the GP sampler, as the sweep builds it: the first
     suggestion is the recipe's defaults; the next ones come from the GP (no
     random warm-up) and lie in the hardware space."""
-    from tune.hw_scaling import RoundLimiter, make_searcher
+    from tune.search import RoundLimiter, make_searcher
 
     recipe = load_recipe("tune.recipes.gpt:train")
     space = recipe.space(2, 1, recipe.settings)
