@@ -25,9 +25,9 @@ SUBSYSTEM_MAY_IMPORT = {
     "actors.shared": {"actors.shared"},
     "actors.tracker": {"actors.tracker", "actors.shared"},
     "actors.scaler": {"actors.scaler", "actors.shared", "actors.tracker.client", "actors.tracker.actor",
-                      "actors.tracker.rules"},
+                      "actors.tracker.rules", "actors.tracker.owners"},
     "actors.research": {"actors.research", "actors.shared", "actors.tracker.client", "actors.tracker.actor",
-                        "actors.tracker.rules"},
+                        "actors.tracker.rules", "actors.tracker.owners"},
 }
 
 
