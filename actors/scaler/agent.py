@@ -330,7 +330,8 @@ class ScalerAgent:
         lease.check()
         command = f"python {folder / 'train.py'}" + ("" if mode == "full" else " (laptop rehearsal)")
         with metrics.training_job_running(self.agent_id):
-            results = _train(spec, folder / "run", command, lease)
+            # The hard limits hold for the real run; the laptop rehearsal is a cut-down copy.
+            results = _train(spec, folder / "run", command, lease, limits=mode == "full")
         metrics.record_training_spend(results.get("gpu_hours"), results.get("cost_usd"))
         lease.confirm()  # fencing: record only while our token still holds
         record = {
@@ -370,13 +371,14 @@ class ScalerAgent:
         return aside
 
 
-def _train_in_task(spec_json: dict, out_dir: str, command: str) -> dict:
+def _train_in_task(spec_json: dict, out_dir: str, command: str, limits: bool) -> dict:
     from train.run import run
 
-    return run(TrainSpec.parse(spec_json, source="scaled experiment"), out_dir=out_dir, ledger=None, command=command)
+    return run(TrainSpec.parse(spec_json, source="scaled experiment"), out_dir=out_dir, ledger=None, command=command,
+               limits=limits)
 
 
-def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease) -> dict:
+def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease, limits: bool = True) -> dict:
     """Train through `train.run` in a Ray task of its own on this node, so that a
     stop request or a lost lease cancels it: killing the task's worker ends the
     Ray Train job it owns within seconds. In-process when Ray is not running."""
@@ -385,13 +387,13 @@ def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease) -> dict:
     if not ray.is_initialized():
         from train.run import run
 
-        return run(spec, out_dir=out_dir, ledger=None, command=command)
+        return run(spec, out_dir=out_dir, ledger=None, command=command, limits=limits)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     task = ray.remote(_train_in_task).options(num_cpus=0, max_retries=0, scheduling_strategy=here,
                                                name=f"train:{spec.name}")
-    ref = task.remote(spec.model_dump(mode="json"), str(out_dir), command)
+    ref = task.remote(spec.model_dump(mode="json"), str(out_dir), command, limits)
     try:
         return wait_task(ref, lost=lease.lost.is_set, on_lost=lambda: LeaseLost(
             f"lease on {lease.work_id} lost during training: the training job was cancelled"))
