@@ -38,10 +38,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from actors.scaler.discovery import MVE, SCALE_PREFIX, find_mves, normalise_claim
+from actors.scaler.judge_claude import make_judge
 from actors.scaler.options import ScalerOptions
 from actors.scaler.plan import ScalePlan
 from actors.scaler.planners import ClaudePlanner, OfflinePlanner
-from actors.scaler.scaffold import ScaffoldError, write_scaled_experiment
+from actors.scaler.scaffold import OwnershipError, ScaffoldError, set_aside, write_scaled_experiment
 from actors.shared import metrics
 from actors.shared.llm import LLMClient, LLMError, ReplyRejected, make_llm
 from actors.shared.pricing import Usage
@@ -160,6 +161,8 @@ class ScalerAgent:
             llm = make_llm(options.model, offline=options.offline)
         self.planner = ClaudePlanner(llm) if llm is not None else None
         self.offline = OfflinePlanner()
+        # Who reads the MVEs' verdicts: Claude with a key (answers cached by file hash), else the heuristics.
+        self.judge = make_judge(options.model, offline=options.offline)
         gpus = options.gpus_available
         if gpus is None:
             gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
@@ -181,7 +184,7 @@ class ScalerAgent:
             held, recent = self._claim_states()
             tried |= recent
             opts = self.options
-            mves = find_mves(opts.experiments, opts.code, opts.proposals, claimed=held)
+            mves = find_mves(opts.experiments, opts.code, opts.proposals, claimed=held, judge=self.judge)
             todo = [m for m in mves if m.scalable and m.id not in tried]
             if not todo:
                 break
@@ -310,12 +313,9 @@ class ScalerAgent:
 
     def _documents(self, mve: MVE) -> dict[str, str]:
         docs: dict[str, str] = {}
-        files = list(mve.docs) + sorted(p for p in mve.path.rglob("*") if p.suffix in (".py", ".json", ".yaml", ".csv"))
-        if mve.proposal is not None:
-            files.append(mve.proposal)
-        for path in files:
+        for path in mve.source_files():  # both layouts: notes, code/NNN/, the proposal
             try:
-                docs[str(path.relative_to(mve.path.parent.parent))] = path.read_text(errors="replace")[:MAX_DOC_CHARS]
+                docs[str(path.relative_to(mve.root))] = path.read_text(errors="replace")[:MAX_DOC_CHARS]
             except (OSError, ValueError):
                 continue
         return docs
@@ -362,13 +362,11 @@ class ScalerAgent:
         delete it: its logs say what went wrong). Returns where it went."""
         if folder is None or not folder.exists() or (folder / "results.json").exists():
             return None
-        aside = folder.with_name(f".{folder.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
-            folder.rename(aside)
-        except OSError as exc:
+            return set_aside(folder, why)
+        except (OSError, OwnershipError) as exc:  # not ours (never moved), or the rename failed
             logger.warning("could not set %s aside: %s", folder, exc)
             return None
-        return aside
 
 
 def _train_in_task(spec_json: dict, out_dir: str, command: str, limits: bool) -> dict:
