@@ -302,7 +302,14 @@ def _section_items(body: list[str]) -> list[str]:
     """The entries of a section: its list items (or table rows) when it has
     any, else its first paragraph. Prose after a list ("Recommendation: ...")
     is not an entry."""
-    items = [line for line in body if LIST_ITEM_RE.match(line)]
+    items: list[str] = []
+    for line in body:
+        if LIST_ITEM_RE.match(line):
+            items.append(line)
+        elif items and line.strip() and line[:1].isspace() and not line.lstrip().startswith("|"):
+            items[-1] = f"{items[-1].rstrip()} {line.strip()}"  # an item continued on the next line
+        elif items and not line.strip():
+            continue
     if items:
         return items
     para: list[str] = []
