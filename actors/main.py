@@ -262,6 +262,7 @@ def _run(args, options, config, stop: StopSignals) -> int:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from actors.scaler.agent import ScalerAgent
+    from actors.scaler.cli import scan_report
 
     started = time.time()
     try:
@@ -293,6 +294,9 @@ def _run(args, options, config, stop: StopSignals) -> int:
     crashed = False
     while True:
         t0 = time.time()
+        # Never silent: the files read, the MVEs found, and those a person should look at.
+        print(scan_report(options.experiments, options.code, options.proposals, options.model, options.offline),
+              flush=True)
         outcomes, crashes, research_summary = run_round(agents, tracker, research, args.autoresearch_iterations,
                                                         stop)
         if stop.signum:

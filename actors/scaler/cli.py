@@ -117,6 +117,27 @@ def format_scan_summary(result: ScanResult, where: str = "") -> str:
     return "\n".join(lines)
 
 
+ATTENTION = ("scaled_by_hand", "ambiguous", "duplicate", "unreadable", "blocked")
+
+
+def scan_report(experiments: Path, code: Path, proposals: Path | None = None, model: str | None = None,
+                offline: bool = False) -> str:
+    """What `actors.main` prints before each round: the scan summary, and one
+    line for each MVE a person should look at (scaled by hand, ambiguous, a
+    shared number, unreadable, blocked). Judging here, once, also fills the
+    judge's cache before the agents scan."""
+    try:
+        result = scan(experiments, code, proposals, judge=make_judge(model, offline=offline))
+    except OSError as exc:
+        return f"scan of {experiments} failed: {exc}"
+    lines = [format_scan_summary(result, str(experiments))]
+    if not result.mves:
+        lines[0] += _hint(Path(experiments))
+    lines += [f"  {m.id} {m.status.replace('_', ' ')}: {m.reason[:160]}" for m in result.mves
+              if m.status in ATTENTION]
+    return "\n".join(lines)
+
+
 def _hint(experiments: Path) -> str:
     """A likely mistake: --experiments names the research folder, not its experiments/."""
     inner = experiments / "experiments"

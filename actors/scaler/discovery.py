@@ -30,7 +30,7 @@ from pathlib import Path
 from actors.scaler.judge import HEURISTICS, HeuristicJudge, Judge, Judgement, MVEFiles, load_structured
 from actors.scaler.layouts import LOOKED_FOR, Bundle, Collection, collect
 from actors.scaler.ownership import is_ours
-from actors.scaler.verdicts import Verdict, parse_decision
+from actors.scaler.verdicts import Verdict, parse_decision, pending_words
 
 # The WorkTracker key of an MVE is SCALE_PREFIX + its number: "scale:003".
 SCALE_PREFIX = "scale:"
@@ -165,8 +165,9 @@ class _Builder:
         text = self.col.texts.get
         files = MVEFiles(b.id)
         files.results = [(self.name(p, folder), text(p)) for p in b.results + b.documents if text(p) is not None]
-        if not files.results and not b.structured:
-            # No results file: a code README that states a verdict on a verdict line is the write-up.
+        if not any(parse_decision(t)[0] for _, t in files.results) and not b.structured:
+            # No verdict in a results file ("all in code/212/README.md"): a code README that states
+            # one on a verdict line is the write-up.
             for p in b.readmes:
                 if text(p) is not None and parse_decision(text(p))[1]:
                     files.results.append((self.name(p, folder), text(p)))
@@ -227,7 +228,8 @@ class _Builder:
         read += list(dict.fromkeys(p for p, _ in b.log_sections + b.mentions))
         return MVE(
             id=b.id, slug=next((s for s in b.slugs if s), "") or self.slug_from_files(b),
-            path=folder or (b.code_dirs[0] if b.code_dirs else (doc_paths or b.structured or [self.experiments])[0].parent),
+            path=folder or (b.code_dirs[0] if b.code_dirs else
+                            (doc_paths + b.structured)[0].parent if doc_paths + b.structured else self.experiments),
             docs=[p for p in doc_paths + b.readmes if p.suffix.lower() != ".json"], proposal=b.proposal,
             verdict=judgement.verdict if judgement else Verdict("pending" if not has_results else "unknown"),
             scaled_dir=scaled_dir, scaled=scaled, scalable=not problems, reason=reason, results=results,
@@ -287,10 +289,12 @@ class _Builder:
         have = [n for n, _ in files.logs] + [n for n, _ in files.mentions]
         have += [f"{self.code.name}/{d.name}/" for d in b.code_dirs]
         last = ""
-        for _, text in reversed(files.logs):
+        for _, text in files.logs:  # the newest line that says where the run stands, else the first log's last line
             lines = [line.strip() for line in text.splitlines() if line.strip()]
-            if lines:
-                last = f"; last: {lines[-1][:120]!r}"
+            said = next((line for line in reversed(lines) if pending_words(line)), None)
+            if said or (lines and not last):
+                last = f"; last: {(said or lines[-1])[:120]!r}"
+            if said:
                 break
         return f"pending: no results yet ({', '.join(dict.fromkeys(have))}{last})"
 

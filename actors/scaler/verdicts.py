@@ -56,7 +56,7 @@ _POSITIVE_RE = re.compile(
     r"|\bscal(?:e|ing)[\s-]*(?:(?:it|this|that|them)\s+)?up\b|\b(?:recommend|ready\s+to|ready\s+for|go\s+ahead\s+and)\s+scal(?:e|ing)\b"
     r"|^\W*scale\s+(?:it\s+)?(?:to|up)\b"
     r"|\bworth\s+(?:scaling|it|pursuing|continuing)\b|\bgreen[\s-]+light\b|\bship\s+it\b|\bgo\s+ahead\b"
-    r"|\bpositive\s+result\b|\b(?:it|this|idea|approach|change|trick)\s+(?:clearly\s+|really\s+)?works\b",
+    r"|\bpursue\b|\bpositive\s+result\b|\b(?:it|this|idea|approach|change|trick)\s+(?:clearly\s+|really\s+)?works\b",
     re.IGNORECASE,
 )
 
@@ -77,6 +77,7 @@ _NEGATIVE_RES = [
         r"\bon\s+hold\b|\bshelve[ds]?\b|\bpark(?:ed)?\b",
         r"\bneeds?\s+(?:more\s+)?(?:debugging|investigation|work|fixing|seeds?|runs?|data|evidence|experiments?)\b",
         r"\bnegative\s+result\b",
+        r"\brevert(?:ed)?\b|\broll(?:ed)?\s+back\b",
         r"\bnot\s+scalable\b",
         r"\b(?:do\s+not|does\s+not|don't|dont|not|never|cannot|can't|should\s+not|shouldn't|will\s+not|won't)"
         r"\s+(?:be\s+)?scal(?:e|ed|ing)\b",
@@ -100,7 +101,7 @@ _PENDING_RE = re.compile(
 # prose they mean something else ("negative log-likelihood", "go to step 3").
 _BARE = {
     "positive": {"go", "positive", "pass", "passed", "yes", "ship", "approved", "accept", "accepted", "continue",
-                 "scale", "scaleup"},
+                 "scale", "scaleup", "scaleit"},
     "negative": {"negative", "nogo", "no", "stop", "drop", "dropped", "killed", "kill", "hold", "revise",
                  "iterate", "rerun", "investigate", "archive", "archived", "wontfix"},
     "pending": {"tbd", "tbc", "wip", "running", "queued", "open"},
@@ -117,7 +118,7 @@ _FILLER_WORDS = {
 }
 
 # "Verdict: ...", "**Decision:** ...", "| Verdict | PROCEED |", "## Verdict".
-_LABELS = (r"verdict|decision|recommendation|conclusions?|outcome|result|status|summary|tl;?dr|bottom\s+line"
+_LABELS = (r"verdict|decision|recommendation|conclusions?|outcome|result|status|summary|tl;?dr|bottom\s+line|call"
            r"|takeaways?|next(?:\s+steps?)?|go[\s/-]*no[\s-]*go")
 _LABEL_START_RE = re.compile(
     rf"^[^\w]*(?:final\s+|overall\s+|mve\s+)?(?P<label>{_LABELS})\s*(?:\([^)]*\))?"
@@ -233,9 +234,10 @@ def _verdict_lines(lines: list[str]) -> list[tuple[str, str]]:
         if (only and only.group(1).lower() in _SECTION_LABELS) or heading:
             # "## Verdict" then the verdict on the next line(s) of its section.
             for body_line in section(lines, i):
-                if CHECKBOX_RE.match(body_line):
-                    continue
-                hit = _classify(body_line, bare_ok=True)
+                box = CHECKBOX_RE.match(body_line)
+                if box and box.group(1) == " ":
+                    continue  # an option not chosen ("- [ ] Abandon")
+                hit = _classify(box.group(2) if box else body_line, bare_ok=True)
                 if hit:
                     found.append(hit)
                     break
@@ -261,7 +263,11 @@ def _standalone_words(lines: list[str]) -> list[tuple[str, str]]:
         masked = mask(line)
         alone = _verdict_only(masked)
         if heading_level(line) is not None and not alone:
-            continue  # "### FAILED RUNS" names a section, it is not a verdict
+            # "### FAILED RUNS" names a section; "## ❌ Not worth scaling" (a mark and a verdict phrase) states one.
+            hit = _classify(line, marks_ok=False)
+            if hit and any(c in line for c in POSITIVE_MARKS + NEGATIVE_MARKS):
+                found.append(hit)
+            continue
         if alone or _SHOUTED_RE.search(masked):
             hit = _classify(line)
             if hit:
