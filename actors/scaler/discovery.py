@@ -23,6 +23,7 @@ scalable only when all of these hold:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -188,8 +189,7 @@ class _Builder:
         problems: list[tuple[str, str]] = []  # (status, why), most important first
         passes: list[str] = []
         notes: list[str] = []
-        shared = b.shared_by() if folder is None or len(b.folders) > 1 else \
-            [s for s in b.shared_by() if not s.endswith("experiment folders")]
+        shared = b.shared_by()
         if len(b.folders) > 1:
             others = ", ".join(f.name for f in b.folders if f != folder)
             problems.append(("duplicate", f"duplicate id {b.id} (also {others})"))
@@ -236,7 +236,7 @@ class _Builder:
             status=status, layout=layout, judge=judgement.judge if judgement else HEURISTICS, files=read,
             code_path=b.code_dirs[0] if b.code_dirs else folder,
             evidence=list(judgement.evidence) if judgement else [], notes=notes,
-            shared_with=shared if shared else [f.name for f in b.folders if f != folder] if len(b.folders) > 1 else [],
+            shared_with=shared,
             criteria=judgement.criteria if judgement else "", root=self.root,
         )
 
@@ -314,8 +314,6 @@ class _Builder:
         return results, notes
 
     def slug_from_files(self, b: Bundle) -> str:
-        import re
-
         for p in b.flat_results + b.logs + ([b.proposal] if b.proposal else []):
             m = re.match(r"^(?:[a-z-]*?)?\d{3,4}[-_](.+?)(?:[-_]results?)?$", p.stem, re.IGNORECASE)
             if m and m.group(1).lower() not in ("results", "result"):

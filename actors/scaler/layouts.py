@@ -58,6 +58,16 @@ _VERSION_RE = re.compile(r"(?:^|[-_ ])(v\d+|rerun|re-run|redo|final|updated?|fix
 _PROPOSAL_REF_RE = re.compile(r"proposals/([^\s)\]'\"`>]+\.md)", re.IGNORECASE)
 
 
+# Words that name a kind of note, not an experiment: "063_notes.md" is 063's, not a second 063.
+_GENERIC_SLUG_RE = re.compile(r"^(?:notes?|write-?up|analysis|details|discussion|figures|plots|appendix|draft|review"
+                              r"|readme|index|todo|misc)$", re.IGNORECASE)
+
+
+def is_experiment_number(raw: str) -> bool:
+    """3 or 4 digits, but not a year ("2024_archive/" is not experiment 2024)."""
+    return len(raw) == 3 or not 1900 <= int(raw) <= 2099
+
+
 def normalise_id(raw: str) -> str:
     """"63", "063" and "0063" name one experiment: "063"."""
     return f"{int(raw):03d}"
@@ -191,7 +201,7 @@ class _Collector:
                 m = _MVE_DIR_RE.match(entry.name)
                 files = [p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")]
                 self.seen += len(files)
-                if m and files:
+                if m and files and is_experiment_number(m.group(1)):
                     b = self.bundle(m.group(1))
                     b.folders.append(entry)
                     b.slugs.append(m.group(2) or "")
@@ -216,20 +226,20 @@ class _Collector:
             self.scan_shared_log(path)
             return
         m = _NUMBERED_LOG_RE.match(stem)
-        if m and ext in _TEXT_EXT:
+        if m and ext in _TEXT_EXT and is_experiment_number(m.group(1) or m.group(3)):
             b = self.bundle(m.group(1) or m.group(3))
             b.logs.append(path)
             self.read(path)
             return
         m = _NUMBERED_RESULTS_RE.match(stem)
-        if m:
+        if m and is_experiment_number(m.group(1) or m.group(3)):
             b = self.bundle(m.group(1) or m.group(3))
             b.flat_results.append(path)
             (b.structured if ext in _DATA_EXT else b.results).append(path)
             self.read(path)
             return
         m = _NUMBERED_RE.match(stem)
-        if m:
+        if m and is_experiment_number(m.group(1)):
             b, slug = self.bundle(m.group(1)), m.group(2) or ""
             if ext in _DATA_EXT:
                 b.structured.append(path)
@@ -237,9 +247,10 @@ class _Collector:
                 b.plans.append(path)
             elif _LOG_WORDS_RE.search(slug):
                 b.logs.append(path)
-            else:  # "063_dyt.md": the experiment's write-up
+            else:  # "063_dyt.md": the experiment's write-up ("063_notes.md": notes of it)
                 b.documents.append(path)
-                b.flat_results.append(path)
+                if not _GENERIC_SLUG_RE.match(slug):
+                    b.flat_results.append(path)
             self.read(path)
         # Other files (an index README, a template) are seen, not attributed.
 
@@ -279,7 +290,7 @@ class _Collector:
                 ids.append(more.group(1))
                 pos = more.end()
         ids += [t.group(1) for t in _MENTION_TAG_RE.finditer(line)]
-        return list(dict.fromkeys(normalise_id(i) for i in ids))
+        return list(dict.fromkeys(normalise_id(i) for i in ids if is_experiment_number(i)))
 
     def scan_update_log(self, path: Path) -> None:
         text = self.read(path)
@@ -314,7 +325,7 @@ class _Collector:
             if entry.name.startswith((".", "_")) or not entry.is_dir():
                 continue
             m = _MVE_DIR_RE.match(entry.name)
-            if not m:
+            if not m or not is_experiment_number(m.group(1)):
                 continue
             b, slug = self.bundle(m.group(1)), m.group(2) or ""
             if _SCALED_RE.match(slug):
