@@ -131,7 +131,8 @@ class StopSignals:
 
     def install(self) -> "StopSignals":
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
+            previous = signal.signal(sig, self._handle)
+            self._previous.setdefault(sig, previous)
         return self
 
     def restore(self) -> None:
@@ -269,6 +270,9 @@ def _run(args, options, config, stop: StopSignals) -> int:
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    # Ray's core installs its own SIGTERM handler when it starts (it prints a stack
+    # and exits 1): take SIGTERM back, so that `ray job stop` lets the agents release.
+    stop.install()
     if stop.signum:
         print(stopped_line(stop, tracker, started), file=sys.stderr)
         return 128 + stop.signum
