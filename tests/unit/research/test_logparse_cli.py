@@ -92,3 +92,13 @@ def test_module_entry_point():
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "25: final_int8_zlib_roundtrip_exact" in proc.stdout and "crashed      no" in proc.stdout
+
+
+def test_runs_from_inside_a_karpathy_style_repository(tmp_path):
+    # its train.py must not shadow our `train` package
+    (tmp_path / "train.py").write_text("print('SHADOWED: the research script ran on import'); raise SystemExit(3)\n")
+    log = LOGS / "karpathy_autoresearch.log"
+    proc = subprocess.run([sys.executable, "-m", "actors.autoresearch", "parse-log", str(log)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SHADOWED" not in proc.stdout and "12: val_bpb:          0.997900" in proc.stdout
