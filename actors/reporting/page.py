@@ -75,4 +75,10 @@ def build_report(inputs: ReportInputs, out: Path, refresh_s: float | None = None
         generated=time.time(), inputs=inputs, refresh_s=refresh_s, scaled=scaled, research=research,
         sweeps=sweeps, copies=copies, cluster=cluster, ledger=ledger, ledger_notes=ledger_notes,
     )
-    return atomic_write_text(out / "index.html", html)
+    page = atomic_write_text(out / "index.html", html)
+    # Images of an earlier page that this one no longer shows (a branch or sweep gone).
+    shown = {p.resolve() for p in copies.values()} | {b.plot.resolve() for b in research.branches if b.plot}
+    for old in images.glob("*.png") if images.is_dir() else []:
+        if old.resolve() not in shown:
+            old.unlink(missing_ok=True)
+    return page

@@ -128,14 +128,19 @@ def write_sweep(folder: Path) -> None:
     fit.plot(folder / "study" / "scaling_law_plot.png")
 
 
-@pytest.fixture
-def overnight(tmp_path) -> Overnight:
+def _layout(root: Path) -> Overnight:
+    ex = root / "examples"
+    return Overnight(root, ex / "experiments", ex / "code", ex / "experiments" / "EXPERIMENTS.md",
+                     root / "research", root / "sweeps", root / "state" / "work_tracker.parquet")
+
+
+@pytest.fixture(scope="session")
+def _overnight_once(tmp_path_factory) -> Path:
     from train.ledger import append_entry
 
-    shutil.copytree(pristine_examples(), tmp_path / "examples")
-    ex = tmp_path / "examples"
-    o = Overnight(tmp_path, ex / "experiments", ex / "code", ex / "experiments" / "EXPERIMENTS.md",
-                  tmp_path / "research", tmp_path / "sweeps", tmp_path / "state" / "work_tracker.parquet")
+    root = tmp_path_factory.mktemp("overnight")
+    o = _layout(root)
+    shutil.copytree(pristine_examples(), root / "examples")
     write_scaled(o.code, next(o.experiments.glob("002_*")), "002", planner="anthropic:claude-sonnet-4-5",
                  llm_tokens=(12_000, 3_000), llm_cost=0.081)
     append_entry(o.ledger, ledger_entry("002_scaled: gpt 25.30M on bytes", 0.5, 1.0))
@@ -143,4 +148,11 @@ def overnight(tmp_path) -> Overnight:
     write_research(o.research)
     write_state(o.state)
     write_sweep(o.sweeps)
-    return o
+    return root
+
+
+@pytest.fixture
+def overnight(_overnight_once, tmp_path) -> Overnight:
+    """A fresh copy for each test (written once per session: the writers take seconds)."""
+    shutil.copytree(_overnight_once, tmp_path / "overnight", symlinks=True)
+    return _layout(tmp_path / "overnight")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from actors.reporting.page import ReportInputs, build_report
 from tests.unit.reporting.conftest import SCRIPT, ledger_entry, write_research
@@ -105,12 +103,11 @@ def test_missing_and_partial_sources_show_dashes_and_notes_not_errors(tmp_path):
     assert page.attrs("img", "src") == []  # no run with a val_bpb: no plot
 
 
-def test_rewriting_leaves_no_temporary_files(overnight, tmp_path):
+def test_rewriting_leaves_no_temporary_files_and_no_stale_images(overnight, tmp_path):
     out = tmp_path / "report"
-    for _ in range(2):
-        build_report(_inputs(overnight), out, refresh_s=30)
-    names = sorted(p.name for p in out.rglob("*"))
-    assert not [n for n in names if n.startswith(".")], names
+    build_report(_inputs(overnight), out, refresh_s=30)
+    assert len(list((out / "img").glob("*.png"))) == 4
+    build_report(_inputs(overnight, sweeps=None), out, refresh_s=30)  # the sweeps are gone now
+    assert [p.name for p in (out / "img").iterdir()] == ["research-0-progress.png"]
+    assert not [p.name for p in out.rglob("*") if p.name.startswith(".")]
     assert '<meta http-equiv="refresh" content="30">' in (out / "index.html").read_text()
-    assert os.listdir(out / "img")
-    assert Path(out / "index.html").stat().st_size > 0
