@@ -10,7 +10,6 @@ planner's LLM use), every run in the ledger, and the sweeps' trials.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,14 +119,3 @@ def cluster_section(state: Path | None, claims: list[Claim], snapshot_time: floa
                                    _total([f.cost_usd for f in hw])))
     return section
 
-
-def age(ts: float | None, now: float | None = None) -> str:
-    """'3m 20s ago'-style text for a Unix time."""
-    if ts is None:
-        return "-"
-    s = max(0, int((time.time() if now is None else now) - ts))
-    if s < 60:
-        return f"{s}s ago"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s ago"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m ago"

@@ -16,8 +16,6 @@ from urllib.parse import quote
 
 import jinja2
 
-from actors.reporting.cluster import age
-
 
 def dash(value) -> str:
     return "-" if value is None or value == "" else str(value)
@@ -39,6 +37,18 @@ def usd(value, digits: int = 2) -> str:
 
 def when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    """'3m 20s ago'-style text for a Unix time."""
+    if ts is None:
+        return "-"
+    s = max(0, int((time.time() if now is None else now) - ts))
+    if s < 60:
+        return f"{s}s ago"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s ago"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m ago"
 
 
 def make_env(out_dir: Path) -> jinja2.Environment:

@@ -20,17 +20,27 @@ def plot_progress(rows: list[ResearchRow], path: Path, title: str = "") -> Path 
     if not measured:
         return None
     fig, ax = new_figure(size=(8.0, 4.0))
-    styles = {  # status -> (label, marker, colour, size)
+    # Marker by outcome; with several researchers, colour by researcher.
+    researchers = sorted({r.researcher for _, r in measured if r.researcher and not r.is_baseline})
+    colours = {name: f"C{k % 10}" for k, name in enumerate(researchers)}
+    styles = {  # outcome -> (label, marker, colour when one researcher, size)
         "baseline": ("baseline run", "s", "0.35", 40),
         "discard": ("discarded", "o", "0.65", 30),
         "keep": ("kept", "*", "C2", 160),
     }
     for status, (label, marker, colour, size) in styles.items():
-        pts = [(i, r.val_bpb) for i, r in measured if (r.is_baseline if status == "baseline" else
-                                                      (r.status == status and not r.is_baseline))]
-        if pts:
-            ax.scatter(*zip(*pts), marker=marker, color=colour, s=size, label=label, zorder=3,
-                       edgecolors="black" if status == "keep" else "none", linewidths=0.5)
+        pts = [(i, r) for i, r in measured if (r.is_baseline if status == "baseline" else
+                                               (r.status == status and not r.is_baseline))]
+        if not pts:
+            continue
+        fill = [colour if status == "baseline" or not colours else colours.get(r.researcher, "0.5") for _, r in pts]
+        edge = {"edgecolors": "black" if status == "keep" else "none", "linewidths": 0.5}
+        ax.scatter([i for i, _ in pts], [r.val_bpb for _, r in pts], marker=marker, c=fill, s=size, zorder=3,
+                   label=None if colours else label, **edge)
+        if colours:  # the outcome's legend entry in its own colour, not a researcher's
+            ax.scatter([], [], marker=marker, color=colour, s=size, label=label, **edge)
+    for name, colour in colours.items():  # legend entries for the colours
+        ax.scatter([], [], marker="o", color=colour, s=30, label=f"researcher {name}")
     # The running best as the loop sees it: the mean of the baseline runs (one
     # baseline run alone is not the baseline), then every keep that beats it.
     base = [r.val_bpb for _, r in measured if r.is_baseline]
