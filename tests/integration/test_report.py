@@ -16,23 +16,29 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "<script>window.__injected = 1</script>"
 
 
-def _browser():
-    """A headless Chromium driven through chromedriver (both from the Debian packages), or a skip."""
-    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
-                    None)
+@pytest.fixture(scope="session")  # session-scoped: checked before the session's Ray starts
+def chromium() -> tuple[str, str]:
+    """Chromium and chromedriver (Debian's chromium and chromium-driver), or a skip
+    saying so before any run is spent on the test."""
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                   None)
     driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
+    if browser is None or driver is None:
         pytest.skip("needs Chromium and chromedriver, which are not installed here "
                     "(Debian: apt-get install chromium chromium-driver)")
+    return browser, driver
+
+
+def _headless(chromium: tuple[str, str]):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = chromium[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1400,1000"):
         options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=options)
+    return webdriver.Chrome(service=Service(chromium[1]), options=options)
 
 
 @pytest.fixture
@@ -59,7 +65,7 @@ def small_run(ray_cluster, make_tracker, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_page_of_a_small_real_run_in_headless_chromium(small_run, tmp_path):
+def test_the_page_of_a_small_real_run_in_headless_chromium(chromium, small_run, tmp_path):
     from actors.research.memory import read_results
     from actors.research.rules import standing
     from selenium.webdriver.common.by import By
@@ -78,7 +84,7 @@ def test_the_page_of_a_small_real_run_in_headless_chromium(small_run, tmp_path):
 
     results = json.loads((examples / "code/002_scaled/results.json").read_text())
     rows = read_results(repo / "results.tsv")
-    browser = _browser()
+    browser = _headless(chromium)
     try:
         browser.get((out / "index.html").as_uri())
         images = browser.execute_script(
