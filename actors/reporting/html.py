@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import jinja2
 
+from actors.reporting.readers import number
+
 
 def dash(value) -> str:
     return "-" if value is None or value == "" else str(value)
@@ -29,6 +31,12 @@ def num(value, fmt: str = ".4f") -> str:
         return format(value, fmt)
     except (TypeError, ValueError):
         return str(value)
+
+
+def sig(value, digits: int = 4) -> str:
+    """A table cell that holds a number, to `digits` significant digits; other text as it is."""
+    x = number(value)
+    return dash(value) if x is None else f"{x:.{digits}g}"
 
 
 def usd(value, digits: int = 2) -> str:
@@ -69,5 +77,5 @@ def make_env(out_dir: Path) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(dash=dash, num=num, usd=usd, when=when, age=age, href=href)
+    env.filters.update(dash=dash, num=num, sig=sig, usd=usd, when=when, age=age, href=href)
     return env

@@ -23,7 +23,8 @@ from pathlib import Path
 from actors.reporting.readers import Notes, number, read_json_object, read_table
 
 MAX_DEPTH = 3
-SKIP_DIRS = re.compile(r"^(hs_g\d+n\d+|ntasks_\d+_seed_\d+|tensorboard|wandb|checkpoint.*|\..*)$")
+# Tune's and the trainers' own folders: thousands of files, none of them a result to show.
+SKIP_DIRS = re.compile(r"^(hs_g\d+n\d+|ntasks_\d+_seed_\d+|ray_results|tensorboard|wandb|checkpoint.*|\..*)$")
 
 
 @dataclass
@@ -104,7 +105,9 @@ def _read_folder(path: Path, files: list[str], notes: Notes) -> SweepFolder:
         _hardware(folder, notes)
     for name in sorted(files):
         if name.endswith(".json"):
-            data = read_json_object(path / name, notes)
+            # Many tools leave JSON here; only a fit's or a summary's being unreadable is worth a note.
+            ours = "fit" in name or name == "summary_report.json"
+            data = read_json_object(path / name, notes if ours else None)
             if data is None:
                 continue
             if "r2" in data:

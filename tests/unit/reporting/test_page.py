@@ -44,7 +44,7 @@ def test_every_section_holds_the_numbers_of_its_files(overnight, tmp_path):
     assert "learning_rate up: 3 discards in a row" in page.text
 
     # Sweeps: the recommendation per priority, the fit, both plots copied beside the page.
-    assert "research hs_g1n1" in page.text
+    assert "research hs_g1n1" in page.text and "ray_results" not in page.text
     assert "power_law_fit.json" in page.text and "r2" in page.text
     images = page.attrs("img", "src")
     assert len(images) == 4  # progress, scaling.png, fom.png, scaling_law_plot.png
