@@ -52,11 +52,12 @@ def plot_progress(rows: list[ResearchRow], path: Path, title: str = "") -> Path 
             best = r.val_bpb if best is None else min(best, r.val_bpb)
             xs.append(i)
             ys.append(best)
-    if xs:
+    if base:
+        ax.axhline(sum(base) / len(base), color="0.4", linestyle=":", linewidth=1, label="baseline mean", zorder=1)
+    if xs and len(runs) > xs[0]:
         xs.append(len(runs))
         ys.append(ys[-1])
-        ax.step(xs, ys, where="post", color="C3", linewidth=1.5, zorder=2,
-                label="running best (from the baseline mean)" if base else "running best")
+        ax.step(xs, ys, where="post", color="C3", linewidth=1.5, zorder=2, label="running best")
     crashes = [i for i, r in enumerate(runs, start=1) if r.status == "crash"]
     if crashes:
         top = max(r.val_bpb for _, r in measured)

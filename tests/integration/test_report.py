@@ -105,6 +105,7 @@ def test_the_page_of_a_small_real_run_in_headless_chromium(chromium, small_run, 
         # The note's markup is shown as text and never ran.
         assert SCRIPT in browser.find_element(By.TAG_NAME, "body").text
         assert browser.execute_script("return window.__injected") is None
+        browser.execute_script("window.scrollTo(0, 0)")
         height = browser.execute_script("return document.documentElement.scrollHeight")
         browser.set_window_size(1400, min(height, 8000))
         shot = tmp_path / "report.png"  # kept out of the repository
