@@ -24,10 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+from actors.research.config import DEFAULT_WORKSPACE
 from actors.shared.cli import UserError, fail
 
-DEFAULT_EXPERIMENTS = Path("examples/experiments")
-DEFAULT_WORKSPACE = Path("~/.ray-autoresearch/workspace")  # actors.research.config.DEFAULT_WORKSPACE
+DEFAULT_EXPERIMENTS = Path("examples/experiments")  # actors.main's default
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
