@@ -131,7 +131,8 @@ class StopSignals:
 
     def install(self) -> "StopSignals":
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
+            previous = signal.signal(sig, self._handle)
+            self._previous.setdefault(sig, previous)
         return self
 
     def restore(self) -> None:
@@ -204,9 +205,24 @@ def run_round(agents: dict, tracker, research=None, iterations: int = 0, stop: S
                     pending.pop(ref)
         if pending and time.time() - last_progress >= PROGRESS_EVERY_S:
             last_progress = time.time()
-            held = [f"{c.work_id} by {display_name(c.owner)}" for c in ray.get(tracker.list_claims.remote("claimed"))]
-            log.info("working: %s; %d agent(s) busy", ", ".join(held) or "no claims held", len(pending))
+            _log_progress(agents, pending, tracker)
     return outcomes, crashes, summary
+
+
+def _log_progress(agents: dict, pending: dict, tracker) -> None:
+    """One line per busy agent (what it does and for how long), then the claims held."""
+    import ray
+
+    busy = set(pending.values())
+    refs = {name: agents[name].status.remote() for name in sorted(busy) if name in agents}
+    for name, ref in refs.items():
+        try:
+            s = ray.get(ref, timeout=5)
+            log.info("%s: %s for %.0fs", name, s["doing"], s["for_s"])
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+            log.info("%s: busy", name)
+    held = [f"{c.work_id} by {display_name(c.owner)}" for c in ray.get(tracker.list_claims.remote("claimed"))]
+    log.info("claims held: %s; %d task(s) running", ", ".join(held) or "none", len(pending))
 
 
 def stopped_line(stop: StopSignals, tracker, started: float) -> str:
@@ -270,6 +286,9 @@ def _run(args, options, config, stop: StopSignals) -> int:
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    # Ray's core installs its own SIGTERM handler when it starts (it prints a stack
+    # and exits 1): take SIGTERM back, so that `ray job stop` lets the agents release.
+    stop.install()
     if stop.signum:
         print(stopped_line(stop, tracker, started), file=sys.stderr)
         return 128 + stop.signum
@@ -282,7 +301,8 @@ def _run(args, options, config, stop: StopSignals) -> int:
     # Named, so that the tracker can tell when one is gone and hand its claims on at once.
     agents = {
         f"scaler-{i}": agent_cls.options(name=f"scaler-{i}-{run_id}", namespace=args.namespace, num_cpus=0,
-                                         max_restarts=0, scheduling_strategy=here).remote(f"scaler-{i}", options)
+                                         max_restarts=0, max_concurrency=2,  # status() answers while it works
+                                         scheduling_strategy=here).remote(f"scaler-{i}", options)
         for i in range(args.scalers)
     }
     research = None

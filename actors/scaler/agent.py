@@ -169,6 +169,15 @@ class ScalerAgent:
         self.gpus_available = gpus
         # The tracker can tell when a named actor is gone: `scaler-1@actor:NS/NAME`.
         self.owner = process_owner(agent_id, options.tracker_namespace)
+        self._doing, self._since = "idle", time.time()
+
+    def status(self) -> dict:
+        """What this agent does right now, for the main job's progress lines. (The
+        actor runs with two threads so this answers while `run_once` works.)"""
+        return {"agent": self.agent_id, "doing": self._doing, "for_s": round(time.time() - self._since, 1)}
+
+    def _now(self, doing: str) -> None:
+        self._doing, self._since = doing, time.time()
 
     # -- the loop ------------------------------------------------------------------
 
@@ -207,6 +216,7 @@ class ScalerAgent:
             logger.info("%s claimed %s (token %d)", self.agent_id, mve.work_id, lease.token)
             with lease:
                 outcomes.append(self._scale(mve, lease))
+                self._now("idle")
             metrics.record_mve_outcome(outcomes[-1].status)
         return [o.to_dict() for o in outcomes]
 
@@ -231,6 +241,7 @@ class ScalerAgent:
         outcome = Outcome(mve.id, "failed", "", self.agent_id, token=lease.token)
         folder: Path | None = None
         try:
+            self._now(f"planning {mve.work_id}")
             plan, usage, planner_name = self._plan(mve, lease)
             outcome.llm_tokens, outcome.llm_cost_usd = usage.tokens, usage.cost_usd
             try:
@@ -243,6 +254,7 @@ class ScalerAgent:
                 return outcome
             lease.check()
             check_stop()
+            self._now(f"writing and smoke-testing {mve.work_id}")
             folder = write_scaled_experiment(plan, self.options.code, est, planner_name, mve.path)
             outcome.folder = str(folder)
             smoke_test(folder, self.options.smoke_timeout_s)
@@ -329,6 +341,7 @@ class ScalerAgent:
             spec, mode = laptop_spec(spec), "laptop rehearsal (CPU, model capped at d128x2, 40 steps)"
         lease.check()
         command = f"python {folder / 'train.py'}" + ("" if mode == "full" else " (laptop rehearsal)")
+        self._now(f"training {mve.work_id} ({mode.split(' (')[0]})")
         with metrics.training_job_running(self.agent_id):
             # The hard limits hold for the real run; the laptop rehearsal is a cut-down copy.
             results = _train(spec, folder / "run", command, lease, limits=mode == "full")
