@@ -29,7 +29,7 @@ def test_every_section_holds_the_numbers_of_its_files(overnight, tmp_path):
     assert "scaled by hand" in page.text_of("mve-006")  # the bundled 006_scaled has no plan.json
     assert "failed" in page.text_of("mve-001") and "smoke test failed: out of memory" in page.text_of("mve-001")
     assert "running" in page.text_of("mve-003") and "scaler-3" in page.text_of("mve-003")
-    assert "not scalable" in page.text_of("mve-004") and "DO NOT PROCEED" in page.text_of("mve-004")
+    assert "negative" in page.text_of("mve-004") and "DO NOT PROCEED" in page.text_of("mve-004")  # the scan's status
     assert page.text_of("count-scaled") == "1"
     # Its ledger link lands on its entry; the folder and README links point at the files.
     hrefs = page.attrs("a", "href")
