@@ -143,6 +143,58 @@ def test_cli_runs_a_spec_with_overrides(ray_env, tmp_path):
     assert "--set budget.max_steps=20" in (tmp_path / "ledger.md").read_text()
 
 
+SIBLING = """
+from torch import nn
+
+class Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+    def forward(self, x):
+        return x + self.fc(x).relu()
+"""
+
+MY_MODEL = """
+from torch import nn
+from blocks import Block   # a file beside this one
+
+class Tiny(nn.Module):
+    def __init__(self, vocab_size, seq_len, width=32):
+        super().__init__()
+        self.emb, self.block, self.head = nn.Embedding(vocab_size, width), Block(width), nn.Linear(width, vocab_size)
+    def forward(self, idx):
+        return self.head(self.block(self.emb(idx)))
+"""
+
+
+def test_custom_model_paths_resolve_against_the_spec_folder_and_work_in_workers(ray_env, tmp_path):
+    exp = tmp_path / "my_experiment"
+    exp.mkdir()
+    (exp / "my_model.py").write_text(MY_MODEL)
+    (exp / "blocks.py").write_text(SIBLING)
+    spec = TINY.read_text().replace("  family: gpt\n", "  family: custom\n  path: my_model.py\n  kwargs: {width: 24}\n")
+    for key in ("d_model: 64", "n_layers: 2", "n_heads: 4", "n_kv_heads: 2"):
+        spec = spec.replace(f"  {key}\n", "")
+    (exp / "spec.yaml").write_text(spec)
+    cmd = [sys.executable, "-m", "train.run", str(exp / "spec.yaml"), "--set", "budget.max_steps=4",
+           "--set", "budget.eval_interval=2", "--set", "budget.eval_batches=1", "--set", "logging.tensorboard=false",
+           "--no-ledger", "--out", str(tmp_path / "out")]
+    # Run from another directory than the spec's: the path is the spec file's, and the workers,
+    # which run in a directory of their own, build the model from the files that came with the job.
+    out = subprocess.run(cmd, cwd=ROOT, env={**ray_env, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert results["steps"] == 4 and results["params"] == 256 * 24 * 2 + 256 + 24 * 24 + 24
+    # A path that is not beside the spec is refused before Ray starts, in one line.
+    (exp / "spec.yaml").write_text(spec.replace("path: my_model.py", "path: models/missing.py"))
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "RAY_ADDRESS": "local"}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert f"model.path: {exp}/models/missing.py is not a file (relative paths are taken from {exp})" in out.stderr
+    assert "Started a local Ray instance" not in out.stderr
+
+
 BIG_MODEL = ["--set", "model.d_model=8192", "--set", "model.n_layers=64", "--set", "model.n_heads=64",
              "--set", "model.n_kv_heads=null", "--set", "data.seq_len=2048"]
 
@@ -154,8 +206,10 @@ BIG_MODEL = ["--set", "model.d_model=8192", "--set", "model.n_layers=64", "--set
         (["--scaled", "--set", "budget.max_hours=7"], "budget.max_hours: asks for 7 hours; the hard limit is 6 hours"),
         (["--scaled", "--set", "resources.gpus=1", *BIG_MODEL], "GB per GPU; the hard limit is 80 GB"),
         (["--set", "optim.lrr=1"], "has no field 'optim.lrr'"),
+        (["--scaled", *BIG_MODEL], "training on CPU needs"),
+        (["--storage", "s3://AKIA:hunter2@bucket/x"], "credentials do not belong in the URI"),
     ],
-    ids=["gpus", "hours", "memory", "unknown-field"],
+    ids=["gpus", "hours", "memory", "unknown-field", "cpu-memory", "storage-credentials"],
 )
 def test_cli_refuses_bad_specs_before_starting_anything(tmp_path, args, message):
     out = subprocess.run(
@@ -164,3 +218,4 @@ def test_cli_refuses_bad_specs_before_starting_anything(tmp_path, args, message)
     )
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "out").exists()
+    assert "hunter2" not in out.stderr  # a credential written into --storage is never echoed
