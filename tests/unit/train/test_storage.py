@@ -63,15 +63,15 @@ def test_custom_model_files_travel_with_the_job_and_build_without_the_original(t
 
     src = tmp_path / "user/models"
     src.mkdir(parents=True)
-    (src / "layers.py").write_text("from torch import nn\nclass Mix(nn.Linear):\n    pass\n")
-    (src / "net.py").write_text("from torch import nn\nfrom layers import Mix\n"
+    (src / "travel_layers.py").write_text("from torch import nn\nclass Mix(nn.Linear):\n    pass\n")
+    (src / "net.py").write_text("from torch import nn\nfrom travel_layers import Mix\n"
                                 "class Net(nn.Module):\n    def __init__(self, vocab_size, seq_len):\n"
                                 "        super().__init__()\n        self.emb = nn.Embedding(vocab_size, 8)\n"
                                 "        self.mix = Mix(8, vocab_size)\n"
                                 "    def forward(self, idx):\n        return self.mix(self.emb(idx))\n")
     (src / "notes.txt").write_text("not code")
     packed = pack_model_files(src / "net.py")
-    assert packed["entry"] == "net.py" and sorted(packed["files"]) == ["layers.py", "net.py"]
+    assert packed["entry"] == "net.py" and sorted(packed["files"]) == ["net.py", "travel_layers.py"]
     shutil.rmtree(tmp_path / "user")  # the worker's machine has no such folder
     entry = unpack_model_files(packed)
     assert unpack_model_files(packed) == entry  # one folder per content, shared by a job's workers
