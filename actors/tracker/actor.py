@@ -239,6 +239,8 @@ class WorkTracker:
             await self._copy_wanted.wait()
             self._copy_wanted.clear()
             commits = self.commits  # the file on disk holds at least these
+            if not self.store.path.exists():  # a new state: nothing committed yet
+                continue
             try:
                 await asyncio.to_thread(self.copy.upload, self.store.path)
                 self.copies += 1

@@ -40,6 +40,8 @@ def _kill_new_train_workers(started: float) -> list[str]:
 @pytest.mark.slow
 def test_training_checkpoints_to_s3_and_resumes_from_the_bucket_after_a_worker_is_killed(ray_cluster, bucket,
                                                                                         tmp_path):
+    # (This is also the suite's test of resume after a worker failure: the same Ray
+    # Train path as with a local folder, the checkpoint read back from the bucket.)
     from train.evaluate import evaluate_checkpoint
     from train.run import run
     from train.spec import TrainSpec
@@ -106,7 +108,7 @@ def test_a_sweep_keeps_its_state_in_s3_and_resumes_from_it_when_its_folder_is_go
     out = tmp_path / "hw"
     storage = f"{bucket}/team"
     cmd = [sys.executable, "-m", "tune.hw_scaling", "--local", "--gpu-counts", "1", "--node-counts", "1",
-           "--max-trials", "3", "--batch-size", "3", "--max-parallel-jobs", "1", "--out", str(out),
+           "--max-trials", "2", "--batch-size", "2", "--max-parallel-jobs", "1", "--out", str(out),
            "--sampler", "tpe", "--storage", storage, "--no-analyze"]
     for item in ("d_model=32", "n_layers=1", "n_heads=2", "seq_len=32", "seqs_per_gpu=2", "steps=20",
                  "eval_interval=10", "eval_seqs=32", "max_bytes=200000", "target_score=0.2"):
@@ -118,7 +120,7 @@ def test_a_sweep_keeps_its_state_in_s3_and_resumes_from_it_when_its_folder_is_go
     log1 = []
     for line in proc.stdout:
         log1.append(line)
-        if line.startswith("[hs_g1n1] trial") and "finished (1/3)" in line:
+        if line.startswith("[hs_g1n1] trial") and "finished (1/2)" in line:
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=120)
@@ -141,8 +143,8 @@ def test_a_sweep_keeps_its_state_in_s3_and_resumes_from_it_when_its_folder_is_go
     after = _finished_trials(out)
     for trial, text in before.items():
         assert after[trial] == text, f"{trial} was run again"
-    assert len(after) == 3, log2
-    assert json.loads((out / "hs_g1n1/hw_meta.json").read_text())["max_trials"] == 3
+    assert len(after) == 2, log2
+    assert json.loads((out / "hs_g1n1/hw_meta.json").read_text())["max_trials"] == 2
 
 
 def _has_tune_state(experiment: Storage) -> bool:
