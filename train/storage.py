@@ -108,6 +108,15 @@ def parse_storage(value: str | os.PathLike) -> Storage:
     return Storage(text)
 
 
+def storage_field(value: str | None) -> str | None:
+    """A storage setting as a config field holds it (normalised), for pydantic
+    validators: ValueError with the reason, the caller's error naming the field."""
+    try:
+        return None if value is None else parse_storage(value).uri
+    except StorageError as exc:
+        raise ValueError(str(exc).removeprefix("storage ").removeprefix("storage: ")) from None
+
+
 def resolve_storage(value: "str | os.PathLike | Storage | None" = None) -> Storage | None:
     """The storage to use: `value` (a --storage flag), else $RAY_AUTORESEARCH_STORAGE,
     else None (beside the results on this machine)."""

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from analysis.files import atomic_write_json
-from train.storage import Storage, StorageError, copy_down, parse_storage, resolve_storage, write_bytes
+from train.storage import Storage, copy_down, resolve_storage, storage_field, write_bytes
 from tune.recipes import DEFAULT_RECIPE, Hardware, RecipeError, load_recipe
 from tune.search import METRIC, RoundLimiter, make_searcher
 from tune.space import MAX_GPUS_PER_NODE, HardwareSpace
@@ -77,10 +77,7 @@ class SweepConfig(BaseModel):
     @field_validator("storage")
     @classmethod
     def _storage(cls, v: str | None) -> str | None:
-        try:
-            return None if v is None else parse_storage(v).uri
-        except StorageError as exc:
-            raise ValueError(str(exc).removeprefix("storage ").removeprefix("storage: ")) from None
+        return storage_field(v)
 
     @field_validator("gpu_counts", "node_counts")
     @classmethod
@@ -194,8 +191,6 @@ def run_pair(cfg: SweepConfig, recipe, settings: dict, g: int, n: int, cluster_c
         created = not exp_dir.exists()
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(exp_dir / "hw_meta.json", meta)
-        if storage is not None:  # beside Tune's state, for a resume from another node
-            write_bytes(exp_store.join("hw_meta.json"), (exp_dir / "hw_meta.json").read_bytes())
         callbacks: list = [progress_callback_class()(name, cfg.max_trials, space.names)]
         if cfg.wandb_project:
             callbacks.append(_wandb_callback(cfg.wandb_project, out))
@@ -225,8 +220,10 @@ def run_pair(cfg: SweepConfig, recipe, settings: dict, g: int, n: int, cluster_c
         raise
     finally:
         stopped = watch.done()
-        if storage is not None:  # the trials' results, for the report and for check_resume
-            copy_down(exp_store, exp_dir)
+        if storage is not None:
+            if (exp_dir / "hw_meta.json").is_file():  # beside Tune's state, for a resume from another node
+                write_bytes(exp_store.join("hw_meta.json"), (exp_dir / "hw_meta.json").read_bytes())
+            copy_down(exp_store, exp_dir)  # the trials' results, for the report
     finished = sum(1 for r in grid if r.error is None and (r.metrics.get("finished") or r.metrics.get("done")))
     errored = [r for r in grid if r.error is not None]
     best = None

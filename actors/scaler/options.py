@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from actors.tracker.actor import NAMESPACE
-from train.storage import StorageError, parse_storage
+from train.storage import storage_field
 
 SMOKE_TIMEOUT_S = 300.0
 # A failed (or dry-run/no-launch) MVE waits this long before any agent tries it
@@ -41,10 +41,7 @@ class ScalerOptions(BaseModel):
     @field_validator("storage")
     @classmethod
     def _storage(cls, v: str | None) -> str | None:
-        try:
-            return None if v is None else parse_storage(v).uri
-        except StorageError as exc:
-            raise ValueError(str(exc).removeprefix("storage ").removeprefix("storage: ")) from None
+        return storage_field(v)
 
     # Absolute here, in the caller's working directory: the agent may run in
     # another process whose working directory differs.
