@@ -74,6 +74,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                           "working directories)")
     research.add_argument("--autoresearch-tag", default=None, metavar="TAG",
                           help="branch autoresearch/TAG, continued when it exists (default: today, e.g. nov22)")
+    parser.add_argument("--storage", default=None, metavar="URI",
+                        help="where training checkpoints and the WorkTracker's copy go, reachable from every node: "
+                        "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or a shared folder (default: "
+                        "$RAY_AUTORESEARCH_STORAGE, else beside each run on this machine)")
     parser.add_argument("--address", default=None, help="the Ray cluster to run on (default: $RAY_ADDRESS, else a "
                         "`ray start` cluster on this machine, else a new local Ray instance)")
     parser.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
@@ -250,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # every setting is checked before Ray starts
         options = ScalerOptions(experiments=args.experiments, code=args.code, proposals=args.proposals,
                                 ledger=args.ledger, launch=not args.no_launch, dry_run=args.dry_run,
-                                model=args.model, tracker_namespace=args.namespace)
+                                model=args.model, tracker_namespace=args.namespace, storage=args.storage)
         config = None
         if not (args.no_autoresearch or args.dry_run or args.no_launch):
             config = ResearchConfig.checked(
@@ -282,7 +286,8 @@ def _run(args, options, config, stop: StopSignals) -> int:
 
     started = time.time()
     try:
-        tracker = connect_tracker(state_path=args.state, namespace=args.namespace, address=args.address)
+        tracker = connect_tracker(state_path=args.state, namespace=args.namespace, address=args.address,
+                                  storage=options.storage)
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -53,11 +53,11 @@ from actors.tracker.client import Lease, LeaseLost, LeaseRefused, TrackerClient
 from actors.tracker.owners import process_owner
 from analysis.files import atomic_write_json
 from train.data.base import DatasetUnavailable
-from train.estimate import check_fits
 from train.limits import LimitExceeded
 from train.models.custom import ModelLoadError
 from train.run import TrainingFailed
 from train.spec import SpecError, TrainSpec
+from train.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class StepFailed(RuntimeError):
 # cluster lets it down: the MVE is released as failed and the agent goes on.
 # Anything else is a bug in our code, and crashes the agent.
 EXPECTED_FAILURES = (StepFailed, LLMError, ScaffoldError, SpecError, LimitExceeded, ModelLoadError,
-                     DatasetUnavailable, TrainingFailed, OSError)
+                     DatasetUnavailable, TrainingFailed, StorageError, OSError)
 
 
 @dataclass
@@ -245,7 +245,7 @@ class ScalerAgent:
             plan, usage, planner_name = self._plan(mve, lease)
             outcome.llm_tokens, outcome.llm_cost_usd = usage.tokens, usage.cost_usd
             try:
-                est = check_fits(plan.to_train_spec())
+                est = plan.checked_estimate()  # a custom model is built from the plan's own files
             except ValueError as exc:
                 raise StepFailed(f"plan refused: {exc}") from None
             if self.options.dry_run:
@@ -335,7 +335,7 @@ class ScalerAgent:
     def _train_and_record(self, mve, lease, plan, est, planner_name, usage, folder, outcome) -> None:
         from train.run import append_run_to_ledger
 
-        spec = plan.to_train_spec()
+        spec = plan.to_train_spec(folder)  # its model file, if any, from the folder just written
         mode = "full"
         if not self.gpus_available:
             spec, mode = laptop_spec(spec), "laptop rehearsal (CPU, model capped at d128x2, 40 steps)"
@@ -344,7 +344,8 @@ class ScalerAgent:
         self._now(f"training {mve.work_id} ({mode.split(' (')[0]})")
         with metrics.training_job_running(self.agent_id):
             # The hard limits hold for the real run; the laptop rehearsal is a cut-down copy.
-            results = _train(spec, folder / "run", command, lease, limits=mode == "full")
+            results = _train(spec, folder / "run", command, lease, limits=mode == "full",
+                             storage=self.options.storage)
         metrics.record_training_spend(results.get("gpu_hours"), results.get("cost_usd"))
         lease.confirm()  # fencing: record only while our token still holds
         record = {
@@ -382,14 +383,15 @@ class ScalerAgent:
             return None
 
 
-def _train_in_task(spec_json: dict, out_dir: str, command: str, limits: bool) -> dict:
+def _train_in_task(spec_json: dict, out_dir: str, command: str, limits: bool, storage: str | None = None) -> dict:
     from train.run import run
 
     return run(TrainSpec.parse(spec_json, source="scaled experiment"), out_dir=out_dir, ledger=None, command=command,
-               limits=limits)
+               limits=limits, storage=storage)
 
 
-def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease, limits: bool = True) -> dict:
+def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease, limits: bool = True,
+           storage: str | None = None) -> dict:
     """Train through `train.run` in a Ray task of its own on this node, so that a
     stop request or a lost lease cancels it: killing the task's worker ends the
     Ray Train job it owns within seconds. In-process when Ray is not running."""
@@ -398,13 +400,13 @@ def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease, limits: b
     if not ray.is_initialized():
         from train.run import run
 
-        return run(spec, out_dir=out_dir, ledger=None, command=command, limits=limits)
+        return run(spec, out_dir=out_dir, ledger=None, command=command, limits=limits, storage=storage)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     task = ray.remote(_train_in_task).options(num_cpus=0, max_retries=0, scheduling_strategy=here,
                                                name=f"train:{spec.name}")
-    ref = task.remote(spec.model_dump(mode="json"), str(out_dir), command, limits)
+    ref = task.remote(spec.model_dump(mode="json"), str(out_dir), command, limits, storage)
     try:
         return wait_task(ref, lost=lease.lost.is_set, on_lost=lambda: LeaseLost(
             f"lease on {lease.work_id} lost during training: the training job was cancelled"))

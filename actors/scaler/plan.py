@@ -12,12 +12,13 @@ a job, for the parameters, GPU-hours and cost it records.
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+import tempfile
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from train.estimate import check_fits
+from train.estimate import Estimate, check_fits
 from train.limits import MAX_GPUS, MAX_HOURS, LimitExceeded, check_gpus, check_hours
 from train.spec import ModelSpec, OptimSpec, TrainSpec, check_benchmark
 
@@ -71,23 +72,29 @@ class ScalePlan(BaseModel):
     def _relative_paths(cls, files: dict[str, str]) -> dict[str, str]:
         # Paths come from an LLM: only plain relative paths inside the folder.
         for name in files:
-            p = PurePosixPath(name)
-            if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name.startswith("~"):
-                raise ValueError(f"file path {name!r} escapes the experiment folder")
+            _check_relative(name, "file path")
         return files
+
+    @field_validator("model")
+    @classmethod
+    def _model_file_inside(cls, model: ModelSpec) -> ModelSpec:
+        if model.path is not None:
+            _check_relative(model.path, "model.path")
+        return model
 
     @model_validator(mode="after")
     def _inside_the_hard_limits(self):
         # GPUs and hours are refused above under the plan's own field names;
         # this adds the 80 GB per GPU, which needs the model built.
         try:
-            check_fits(self.to_train_spec())
+            self.checked_estimate()
         except LimitExceeded:
             raise
         except ValueError:
             # A model that cannot be built (sizes that do not fit together, a
-            # custom file the plan brings along) breaks no limit: the agent's
-            # check_fits refuses it, naming why, where the plan becomes a job.
+            # custom file missing from the plan's files) breaks no limit: the
+            # agent's checked_estimate refuses it, naming why, where the plan
+            # becomes a job.
             pass
         return self
 
@@ -95,10 +102,24 @@ class ScalePlan(BaseModel):
     def name(self) -> str:
         return f"{self.mve_id}_scaled"
 
-    def to_train_spec(self) -> TrainSpec:
+    def checked_estimate(self) -> Estimate:
+        """`check_fits` of the plan's spec, a custom model included: the plan's
+        files are laid out in a scratch folder as the experiment folder will hold
+        them, and the model is built from there."""
+        if self.model.family != "custom":
+            return check_fits(self.to_train_spec())
+        with tempfile.TemporaryDirectory(prefix=f"plan-{self.mve_id}-") as tmp:
+            for rel, text in self.files.items():
+                target = Path(tmp, rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+            return check_fits(self.to_train_spec(Path(tmp)))
+
+    def to_train_spec(self, folder: Path | None = None) -> TrainSpec:
         """The TrainSpec the scaled experiment runs (its shape validated; the plan
-        checked the limits on construction)."""
-        return TrainSpec.parse(
+        checked the limits on construction). With `folder`, the experiment folder,
+        model.path is taken from it and must stay inside it."""
+        spec = TrainSpec.parse(
             {
                 "name": self.name,
                 "model": self.model.model_dump(mode="json"),
@@ -116,3 +137,11 @@ class ScalePlan(BaseModel):
             },
             source=f"plan for MVE {self.mve_id}",
         )
+        return spec if folder is None else spec.with_paths_from(folder, confine=True,
+                                                                 source=f"plan for MVE {self.mve_id}")
+
+
+def _check_relative(name: str, what: str) -> None:
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name.startswith("~"):
+        raise ValueError(f"{what} {name!r} escapes the experiment folder")
