@@ -111,6 +111,7 @@ def fingerprint_user_files(examples: Path) -> dict[str, str]:
 
 
 def check(examples: Path, tracker, scalable: list[str], ledger_entries_before: int) -> list[str]:
+    # `scalable`: the MVEs the copy holds that should end scaled (the examples' 001-003, or fewer)
     """What is wrong after the final run ([] when nothing is)."""
     import ray
 

@@ -1,5 +1,6 @@
-"""The main job interrupted at random points (SIGINT, SIGKILL of the driver, `ray.kill`
-of an agent), rerun after each, then finished: nothing lost, nothing done twice."""
+"""The main job interrupted at random points (SIGTERM as `ray job stop` sends it, SIGKILL
+of the driver, `ray.kill` of an agent then Ctrl-C), rerun after each, then finished:
+nothing lost, nothing done twice. (More rounds: scripts/bench_chaos.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import ray
 from tests.chaos import ChaosRun, check, fingerprint_user_files
 from tests.support import pristine_examples
 
-SCALABLE = ["001", "002", "003"]
+SCALABLE = ["001", "002"]  # 003 is left out of the copy: two MVEs keep the final run short
 
 
 @pytest.mark.slow
@@ -23,16 +24,17 @@ def test_interrupted_runs_then_a_normal_one_scale_every_mve_exactly_once(ray_env
 
     examples = tmp_path / "examples"
     shutil.copytree(pristine_examples(), examples)
+    shutil.rmtree(next((examples / "experiments").glob("003_*")))
     before = fingerprint_user_files(examples)
     ledger = (examples / "experiments/EXPERIMENTS.md").read_text()
-    run = ChaosRun(examples, tmp_path / "state.parquet", f"test-{uuid.uuid4().hex[:8]}", ray_env, seed=12)
-    rng = random.Random(12)
+    run = ChaosRun(examples, tmp_path / "state.parquet", f"test-{uuid.uuid4().hex[:8]}", ray_env, seed=7)
+    rng = random.Random(7)
     t0 = time.monotonic()
     try:
-        for kind in ("SIGINT", "SIGKILL", "ray.kill"):
+        for kind in ("SIGTERM", "SIGKILL", "ray.kill"):
             code, _ = run.interrupt(kind, after_s=rng.uniform(8, 30))
-            if kind == "SIGINT" and code is not None:
-                assert code in (0, 130), run.log
+            if kind == "SIGTERM":
+                assert code in (0, 143), run.log  # 143: stopped, claims released; 0: it finished first
         final = run.finish()
         assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
         tracker = ray.get_actor("work_tracker", namespace=run.namespace)
