@@ -121,6 +121,10 @@ class ClaudeJudge:
         self.parallel = parallel
         self.name = f"claude:{llm.model}"
         self.calls = 0  # answers asked of Claude (not from the cache)
+        # Files Claude could not judge, by cache key: an agent rescans every few
+        # seconds, and asking again about unchanged files would bill the same
+        # failure each time. Kept for this process only: a restart asks again.
+        self._failed: dict[str, Judgement] = {}
 
     def __repr__(self) -> str:
         return f"ClaudeJudge({self.llm!r}, cache={self.cache_dir})"
@@ -186,6 +190,8 @@ class ClaudeJudge:
         cached = self._load(path)
         if cached is not None:
             return self._judgement(cached, files, f"{self.name} (cached)")
+        if key in self._failed:
+            return self._failed[key]
         try:
             answer, usage = self.llm.ask(system=[{"type": "text", "text": SYSTEM_PROMPT,
                                                   "cache_control": {"type": "ephemeral"}}],
@@ -195,8 +201,9 @@ class ClaudeJudge:
         except LLMError as exc:  # no answer, or two invalid ones: the heuristics decide, and say why
             log.warning("Claude could not judge MVE %s (%s): the heuristics decide", files.id, exc)
             fallback = HeuristicJudge().judge(files)
-            return replace(fallback, notes=fallback.notes + (
+            self._failed[key] = replace(fallback, notes=fallback.notes + (
                 f"Claude could not judge it ({str(exc)[:200]}); the heuristics decided",))
+            return self._failed[key]
         self.calls += 1
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)

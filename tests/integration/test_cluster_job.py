@@ -43,12 +43,14 @@ from actors.shared.llm import DEFAULT_MODEL
 from actors.shared.metrics import prometheus_name
 from actors.shared.pricing import cost_usd, price_for
 from actors.scaler.agent import StepFailed, smoke_test
+from actors.scaler.judge_claude import TOOL_NAME as JUDGE_TOOL
 from actors.scaler.planners import TOOL_NAME
 from tests.support import pristine_examples
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 MVE = "001"  # the one scalable MVE left in the copy of the examples
+N_MVES = 6  # 001 and 004-008: the copy drops 002 and 003
 USAGE = {"input_tokens": 1234, "output_tokens": 567, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 0}
 DEFAULT_ADDRESS_FILE = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
 
@@ -458,11 +460,13 @@ def test_metrics_endpoint_shows_what_the_job_did(head, job):
     # During the run: one training job, one claim.
     assert job.max_seen["training_jobs_running"] == 1
     assert job.max_seen["claims_held"] == 1
-    expected_cost = cost_usd(price_for(DEFAULT_MODEL), **USAGE)
+    # Every request is billed USAGE: the one plan, and the judge's (see the secrets test).
+    n = len(head.api.requests)
+    expected_cost = n * cost_usd(price_for(DEFAULT_MODEL), **USAGE)
     want = {("mves", (("status", "scaled"),)): 1.0,
-            ("llm_tokens", (("kind", "input"), ("model", DEFAULT_MODEL))): 1234.0,
-            ("llm_tokens", (("kind", "output"), ("model", DEFAULT_MODEL))): 567.0,
-            ("llm_tokens", (("kind", "cache_write"), ("model", DEFAULT_MODEL))): 100.0,
+            ("llm_tokens", (("kind", "input"), ("model", DEFAULT_MODEL))): n * 1234.0,
+            ("llm_tokens", (("kind", "output"), ("model", DEFAULT_MODEL))): n * 567.0,
+            ("llm_tokens", (("kind", "cache_write"), ("model", DEFAULT_MODEL))): n * 100.0,
             ("llm_cost_usd", (("model", DEFAULT_MODEL),)): expected_cost,
             ("claims_held", ()): 0.0}
     got = _wait_for(head, want)
@@ -526,9 +530,16 @@ def _wait_for(head: Head, want: dict, timeout_s: float = 20.0) -> dict:
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_secrets_reach_only_the_process_that_uses_them(head, job):
-    # The Anthropic key reached the ScalerAgent that planned with it ...
-    assert [r["api_key"] for r in head.api.requests] == [head.keys["ANTHROPIC_API_KEY"]]
-    assert head.api.requests[0]["path"] == "/v1/messages" and head.api.requests[0]["tools"] == [TOOL_NAME]
+    # The Anthropic key reached the ScalerAgents that judged and planned with it:
+    # one plan; the judge's requests got a plan back (this stand-in knows one
+    # tool), so the heuristics decided, and each agent asked about each MVE's
+    # unchanged files once (ask + one feedback retry), not on every rescan.
+    requests = head.api.requests
+    assert {r["api_key"] for r in requests} == {head.keys["ANTHROPIC_API_KEY"]}
+    assert {r["path"] for r in requests} == {"/v1/messages"}
+    assert sum(r["tools"] == [TOOL_NAME] for r in requests) == 1
+    judged = [r for r in requests if r["tools"] == [JUDGE_TOOL]]
+    assert len(judged) == len(requests) - 1 and len(judged) <= 2 * 2 * N_MVES
     # ... and nothing else has it, nor the W&B key, nor the cluster's token.
     secrets_ = {**head.keys, "ray auth token": head.token}
     # Not in the job as Ray stores it (`ray job list`, the dashboard): no env_vars in its runtime_env.

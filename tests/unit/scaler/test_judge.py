@@ -125,8 +125,12 @@ def test_when_claude_cannot_answer_the_heuristics_decide_and_say_so(research, tm
     from_a_log = answer("proceed", "✅ Success", "experiments/experiment-log-072.md")
     llm = ScriptedLLM([LLMError("Anthropic API error 529 overloaded_error (after 5 attempts)"), from_a_log, from_a_log])
     cache = tmp_path / "cache"
-    mves = by_id(scan(research / "experiments", research / "code",
-                      judge=ClaudeJudge(llm, cache_dir=cache, parallel=1)))
+    judge = ClaudeJudge(llm, cache_dir=cache, parallel=1)
+    mves = by_id(scan(research / "experiments", research / "code", judge=judge))
+    asked = len(llm.requests)
+    # An agent rescans every few seconds: the same files are not billed again in this process.
+    again = by_id(scan(research / "experiments", research / "code", judge=judge))
+    assert len(llm.requests) == asked and [m.status for m in again.values()] == [m.status for m in mves.values()]
     for mve_id in ("071", "072"):
         assert mves[mve_id].judge == "heuristics"
         assert any("Claude could not judge it" in n for n in mves[mve_id].notes)

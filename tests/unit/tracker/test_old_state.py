@@ -19,6 +19,14 @@ from actors.tracker.store import SnapshotStore
 NOW = time.time()
 
 
+@pytest.fixture(autouse=True)
+def _now():
+    """Times are relative to each test's start, not to collection: a long suite
+    must not let the imported live claim's TTL run out before the test reads it."""
+    global NOW
+    NOW = time.time()
+
+
 def iso(minutes_ago: float) -> str:
     """An ISO local time without a zone, as the old tracker wrote them."""
     return datetime.fromtimestamp(NOW - minutes_ago * 60).strftime("%Y-%m-%dT%H:%M:%S")
