@@ -53,7 +53,7 @@ def smoke_test(spec: TrainSpec, expected_params: int | None = None, tolerance: f
     checks["memory"] = {"ok": not limit_applies or est.memory_per_gpu_gb <= GPU_MEMORY_GB,
                         "estimate_gb": round(est.memory_per_gpu_gb, 2), "limit_gb": GPU_MEMORY_GB}
     return {"ok": all(c["ok"] for c in checks.values()), "params": params, "checks": checks,
-            "seconds": round(time.time() - t0, 2)}
+            "estimate": est.to_dict(), "seconds": round(time.time() - t0, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
