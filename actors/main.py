@@ -59,6 +59,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-launch", action="store_true", help="plan, write and smoke-test, but do not train")
     parser.add_argument("--dry-run", action="store_true", help="plan only: write nothing, train nothing")
     parser.add_argument("--model", default=None, help="Claude model for planning (default: $ANTHROPIC_MODEL or the SDK default)")
+    parser.add_argument("--target-params", type=int, default=None, metavar="N",
+                        help="parameters the offline planner scales each model to (default 25,000,000)")
     agentic = parser.add_argument_group("Planning with Claude (ANTHROPIC_API_KEY set)")
     agentic.add_argument("--planner", choices=("agentic", "single"), default="agentic",
                          help="agentic: Claude reads the MVE, writes the code, smoke-tests, fixes and submits "
@@ -244,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # every setting is checked before Ray starts
         budget = {k: v for k, v in (("agent_max_turns", args.agent_max_turns),
                                     ("agent_max_tokens", args.agent_max_tokens),
-                                    ("agent_max_usd", args.agent_max_usd)) if v is not None}
+                                    ("agent_max_usd", args.agent_max_usd),
+                                    ("target_params", args.target_params)) if v is not None}
         options = ScalerOptions(experiments=args.experiments, code=args.code, proposals=args.proposals,
                                 ledger=args.ledger, launch=not args.no_launch, dry_run=args.dry_run,
                                 model=args.model, tracker_namespace=args.namespace, planner=args.planner, **budget)

@@ -36,6 +36,8 @@ class ScalerOptions(BaseModel):
     dry_run: bool = Field(False, description="plan only: write nothing, train nothing")
     model: str | None = Field(None, min_length=1, description="Claude model (default: $ANTHROPIC_MODEL or the default)")
     offline: bool = Field(False, description="use the offline planner even when ANTHROPIC_API_KEY is set")
+    target_params: int = Field(25_000_000, ge=10_000, le=10_000_000_000,
+                               description="parameters the offline planner scales a model to")
     planner: Literal["agentic", "single"] = Field(
         "agentic", description="with a key: an agentic session with tools (agentic) or one tool-use call (single)")
     agent_max_turns: int = Field(AGENT_MAX_TURNS, ge=1, le=500, description="turns of one MVE's agentic session")

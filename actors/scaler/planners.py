@@ -141,6 +141,7 @@ class OfflinePlanner:
         kernel benchmark, an analysis) raises NoModel: it needs the LLM planner."""
         from actors.scaler.model_port import NoModel, code_folders, may_hold_language_model, port_offline
 
+        self.read_facts(mve_id, facts)  # what results.json says wrong is said before any code runs
         family = facts.get("model_family")
         why_not_ported = ""
         if may_hold_language_model(code_folders(mve_path, code_dir, mve_id)):

@@ -62,7 +62,7 @@ class Planned:
 class Planning:
     def __init__(self, options: ScalerOptions, llm: LLMClient | None) -> None:
         self.options, self.llm = options, llm
-        self.offline = OfflinePlanner()
+        self.offline = OfflinePlanner(target_params=options.target_params)
 
     def plan(self, mve: MVE, lease) -> Planned:
         if self.llm is None:

@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=str(HERE / "run"))
     args = parser.parse_args()
+    out = Path(args.out).resolve()  # relative to where it was run
     os.chdir(HERE)  # paths in config.yaml (model files) are relative to this folder
     from train.limits import LimitExceeded
     from train.spec import SpecError, TrainSpec
@@ -75,8 +76,11 @@ def main() -> int:
         return smoke([str(spec_path), "--expected-params", "{target_params}"])
     from train.run import run
 
+    # Ray puts this process's working directory on its workers' import path; this
+    # folder holds a file named train.py, which would hide the engine's `train` there.
+    os.chdir(HERE.parent)
     try:  # a scaled experiment: the hard limits hold, --set overrides included
-        run(spec, out_dir=args.out, ledger=None, limits=True)
+        run(spec, out_dir=out, ledger=None, limits=True)
     except LimitExceeded as exc:
         print(f"error: {{exc}}", file=sys.stderr)
         return 2
