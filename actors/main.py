@@ -86,6 +86,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                           "working directories)")
     research.add_argument("--autoresearch-tag", default=None, metavar="TAG",
                           help="branch autoresearch/TAG, continued when it exists (default: today, e.g. nov22)")
+    parser.add_argument("--storage", default=None, metavar="URI",
+                        help="where training checkpoints and the WorkTracker's copy go, reachable from every node: "
+                        "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or a shared folder (default: "
+                        "$RAY_AUTORESEARCH_STORAGE, else beside each run on this machine)")
     parser.add_argument("--address", default=None, help="the Ray cluster to run on (default: $RAY_ADDRESS, else a "
                         "`ray start` cluster on this machine, else a new local Ray instance)")
     parser.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
@@ -143,7 +147,8 @@ class StopSignals:
 
     def install(self) -> "StopSignals":
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
+            previous = signal.signal(sig, self._handle)
+            self._previous.setdefault(sig, previous)
         return self
 
     def restore(self) -> None:
@@ -216,9 +221,24 @@ def run_round(agents: dict, tracker, research=None, iterations: int = 0, stop: S
                     pending.pop(ref)
         if pending and time.time() - last_progress >= PROGRESS_EVERY_S:
             last_progress = time.time()
-            held = [f"{c.work_id} by {display_name(c.owner)}" for c in ray.get(tracker.list_claims.remote("claimed"))]
-            log.info("working: %s; %d agent(s) busy", ", ".join(held) or "no claims held", len(pending))
+            _log_progress(agents, pending, tracker)
     return outcomes, crashes, summary
+
+
+def _log_progress(agents: dict, pending: dict, tracker) -> None:
+    """One line per busy agent (what it does and for how long), then the claims held."""
+    import ray
+
+    busy = set(pending.values())
+    refs = {name: agents[name].status.remote() for name in sorted(busy) if name in agents}
+    for name, ref in refs.items():
+        try:
+            s = ray.get(ref, timeout=5)
+            log.info("%s: %s for %.0fs", name, s["doing"], s["for_s"])
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+            log.info("%s: busy", name)
+    held = [f"{c.work_id} by {display_name(c.owner)}" for c in ray.get(tracker.list_claims.remote("claimed"))]
+    log.info("claims held: %s; %d task(s) running", ", ".join(held) or "none", len(pending))
 
 
 def stopped_line(stop: StopSignals, tracker, started: float) -> str:
@@ -250,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                                     ("target_params", args.target_params)) if v is not None}
         options = ScalerOptions(experiments=args.experiments, code=args.code, proposals=args.proposals,
                                 ledger=args.ledger, launch=not args.no_launch, dry_run=args.dry_run,
-                                model=args.model, tracker_namespace=args.namespace, planner=args.planner, **budget)
+                                model=args.model, tracker_namespace=args.namespace, storage=args.storage,
+                                planner=args.planner, **budget)
         config = None
         if not (args.no_autoresearch or args.dry_run or args.no_launch):
             config = ResearchConfig.checked(
@@ -278,13 +299,18 @@ def _run(args, options, config, stop: StopSignals) -> int:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from actors.scaler.agent import ScalerAgent
+    from actors.scaler.cli import scan_report
 
     started = time.time()
     try:
-        tracker = connect_tracker(state_path=args.state, namespace=args.namespace, address=args.address)
+        tracker = connect_tracker(state_path=args.state, namespace=args.namespace, address=args.address,
+                                  storage=options.storage)
     except (TrackerConfigError, TrackerStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    # Ray's core installs its own SIGTERM handler when it starts (it prints a stack
+    # and exits 1): take SIGTERM back, so that `ray job stop` lets the agents release.
+    stop.install()
     if stop.signum:
         print(stopped_line(stop, tracker, started), file=sys.stderr)
         return 128 + stop.signum
@@ -297,7 +323,8 @@ def _run(args, options, config, stop: StopSignals) -> int:
     # Named, so that the tracker can tell when one is gone and hand its claims on at once.
     agents = {
         f"scaler-{i}": agent_cls.options(name=f"scaler-{i}-{run_id}", namespace=args.namespace, num_cpus=0,
-                                         max_restarts=0, scheduling_strategy=here).remote(f"scaler-{i}", options)
+                                         max_restarts=0, max_concurrency=2,  # status() answers while it works
+                                         scheduling_strategy=here).remote(f"scaler-{i}", options)
         for i in range(args.scalers)
     }
     research = None
@@ -309,6 +336,9 @@ def _run(args, options, config, stop: StopSignals) -> int:
     crashed = all_failed = False
     while True:
         t0 = time.time()
+        # Never silent: the files read, the MVEs found, and those a person should look at.
+        print(scan_report(options.experiments, options.code, options.proposals, options.model, options.offline),
+              flush=True)
         outcomes, crashes, research_summary = run_round(agents, tracker, research, args.autoresearch_iterations,
                                                         stop)
         if stop.signum:

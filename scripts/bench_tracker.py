@@ -8,10 +8,15 @@ Measures, in one run:
      floor that Ray's own call path sets on this machine;
   2. the cost of one snapshot write at 100, 1,000 and 10,000 claims.
 
+The throughput runs are made with the copy of the snapshot to a storage off
+and on (`copy`: none, or s3 = moto's S3 server on 127.0.0.1, uploaded every
+2 s in the background, as `connect_tracker(storage=...)` does); `--no-copy`
+leaves the copy-on runs out.
+
 Targets (issue 2): >= 1,000 durable mutations/s with 50 callers, p99 claim
 latency < 50 ms, on a 2-core machine.
 
-    python scripts/bench_tracker.py [--seconds 5] [--callers 1 10 50] [--out runs/bench]
+    python scripts/bench_tracker.py [--seconds 5] [--callers 1 10 50] [--no-copy] [--out runs/bench]
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -87,12 +94,14 @@ async def _mark_commits(handle, at: float, window: dict) -> int:
     return 0
 
 
-def bench_throughput(callers: int, seconds: float, workdir: Path, floor: bool = False, warmup_s: float = 1.0) -> dict:
+def bench_throughput(callers: int, seconds: float, workdir: Path, floor: bool = False, warmup_s: float = 1.0,
+                     storage: str | None = None) -> dict:
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     if floor:
         handle = RayFloor.remote()
     else:
-        handle = connect_tracker(workdir / f"state-{callers}.parquet", namespace=namespace)
+        state = workdir / f"state-{callers}-{'copy' if storage else 'nocopy'}.parquet"
+        handle = connect_tracker(state, namespace=namespace, storage=storage)
     latencies: list[float] = []
 
     window: dict[str, float] = {}
@@ -119,6 +128,7 @@ def bench_throughput(callers: int, seconds: float, workdir: Path, floor: bool = 
     mutations = 2 * pairs
     return {
         "actor": "ray floor (no-op)" if floor else "WorkTracker",
+        "copy": "s3" if storage else "none",
         "callers": callers,
         "pairs": pairs,
         "seconds": round(elapsed, 2),
@@ -129,6 +139,7 @@ def bench_throughput(callers: int, seconds: float, workdir: Path, floor: bool = 
         "snapshot_writes": commits,
         "mutations_per_write": round(mutations / max(commits, 1), 1),
         "records_at_end": info["records"],
+        "copies": info.get("copies", 0),
     }
 
 
@@ -157,6 +168,23 @@ def bench_snapshot(n: int, workdir: Path, repeats: int = 7) -> dict:
     }
 
 
+def start_s3() -> str:
+    """moto's S3 server on 127.0.0.1 and a bucket; the tracker finds it through the
+    usual AWS_* environment, set here before Ray starts."""
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    pyarrow.fs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", region="us-east-1",
+                            allow_bucket_creation=True).create_dir("bench")
+    return "s3://bench/ray-autoresearch"
+
+
 def print_table(title: str, rows: list[dict]) -> None:
     cols = list(rows[0])
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
@@ -172,14 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--snapshot-sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="where bench_tracker.json goes")
+    parser.add_argument("--no-copy", action="store_true", help="leave out the runs with the copy to S3 on")
     args = parser.parse_args(argv)
 
+    os.environ.pop("RAY_AUTORESEARCH_STORAGE", None)  # the copy is on only where this script says
+    storage = None if args.no_copy else start_s3()  # before Ray starts: its workers inherit the environment
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory(prefix="bench-tracker-") as tmp:
         workdir = Path(tmp)
         throughput = []
         for c in args.callers:
             throughput.append(bench_throughput(c, args.seconds, workdir))
+            if storage:
+                throughput.append(bench_throughput(c, args.seconds, workdir, storage=storage))
             throughput.append(bench_throughput(c, args.seconds, workdir, floor=True))
         snapshots = [bench_snapshot(n, workdir) for n in args.snapshot_sizes]
     ray.shutdown()
@@ -189,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     verdict = {}
     for c in args.callers:
-        tracker = next(r for r in throughput if r["callers"] == c and r["actor"] == "WorkTracker")
+        tracker = next(r for r in throughput if r["callers"] == c and r["actor"] == "WorkTracker"
+                       and r["copy"] == "none")
         floor = next(r for r in throughput if r["callers"] == c and r["actor"] != "WorkTracker")
         verdict[c] = {
             "mutations_per_s": tracker["mutations_per_s"],
@@ -204,9 +238,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{verdict[c]['ratio_to_ray_floor']}x bare Ray calls); p99 claim "
             f"{tracker['claim_p99_ms']} ms (target < 50; bare Ray calls {floor['claim_p99_ms']} ms)"
         )
+        copied = next((r for r in throughput if r["callers"] == c and r["copy"] == "s3"), None)
+        if copied:
+            verdict[c]["with_s3_copy"] = {k: copied[k] for k in ("mutations_per_s", "claim_p50_ms", "claim_p99_ms",
+                                                                  "copies")}
+            print(f"{'':>3}          with the S3 copy on: {copied['mutations_per_s']:.0f} mutations/s, p99 claim "
+                  f"{copied['claim_p99_ms']} ms, {copied['copies']} uploads")
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "bench_tracker.json"
-    out.write_text(json.dumps({"throughput": throughput, "snapshot": snapshots, "verdict": verdict}, indent=2))
+    out.write_text(json.dumps({"throughput": throughput, "snapshot": snapshots, "verdict": verdict,
+                               "loadavg": load}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -13,6 +13,10 @@ AdamW with mixed precision under DDP (each GPU holds a full replica):
   logits (s * b * V, kept in bf16 and fp32 for the loss and its gradient);
 - 1 GB for the CUDA context and 10% allocator slack.
 
+On CPU (gpus 0) every worker process holds the same, with activations in fp32
+(the loop never autocasts on CPU) and 0.5 GB of process overhead instead of the
+CUDA context; `memory_cpu_gb` is the sum over the CPU workers.
+
 It is an estimate: the smoke test and the run's measured peak memory say
 whether it held.
 
@@ -28,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from train.limits import LimitExceeded, check_gpus, check_hours, memory_problem
+from train.limits import LimitExceeded, check_gpus, check_hours, cpu_memory_problem, memory_problem
 from train.spec import DataSpec, TrainSpec
 
 GB = 1024**3
@@ -54,6 +58,7 @@ class Estimate:
     activations_gb: float
     overhead_gb: float
     memory_per_gpu_gb: float
+    memory_cpu_gb: float  # all CPU workers together, when trained on CPU
     compute_hours: float  # wall-clock hours the token budget needs at the assumed MFU
     projected_hours: float  # the smaller of that and the deadline
     gpu_hours: float
@@ -99,13 +104,17 @@ def estimate(spec: TrainSpec) -> Estimate:
     d = getattr(model, "d_model", spec.model.d_model)
     layers = getattr(model, "n_layers", spec.model.n_layers)
     act_bytes_per_value = 2 if spec.precision == "bf16" else 4
-    activations = layers * 34 * s * b * d * (act_bytes_per_value / 2) + s * b * vocab * (2 + 4 + 4)
+    logits = s * b * vocab * (2 + 4 + 4)
+    activations = layers * 34 * s * b * d * (act_bytes_per_value / 2) + logits
     weights = 4 * params  # fp32 master weights
     grads = 8 * params  # fp32 gradients, plus DDP's bucketed copy of them
     optimizer = 8 * params  # AdamW's two fp32 moments
     base = weights + grads + optimizer + activations
     overhead = 1.0 * GB + 0.10 * base
     per_gpu_gb = (base + overhead) / GB
+    cpu_activations = layers * 34 * s * b * d * 2 + logits  # fp32 on CPU, whatever the spec's precision
+    cpu_base = weights + grads + optimizer + cpu_activations
+    cpu_gb = spec.resources.cpu_workers * (cpu_base * 1.10 + 0.5 * GB) / GB
 
     tokens_per_step = spec.tokens_per_step
     total_tokens = tokens_per_step * spec.budget.max_steps
@@ -128,6 +137,7 @@ def estimate(spec: TrainSpec) -> Estimate:
         activations_gb=activations / GB,
         overhead_gb=overhead / GB,
         memory_per_gpu_gb=per_gpu_gb,
+        memory_cpu_gb=cpu_gb,
         compute_hours=compute_hours,
         projected_hours=projected_hours,
         gpu_hours=gpu_hours,
@@ -139,7 +149,8 @@ def check_fits(spec: TrainSpec) -> Estimate:
     """`spec` against the hard limits of a scaled experiment: its estimate, or
     LimitExceeded naming each field and limit it breaks, e.g. "resources.gpus:
     asks for 4 GPUs; the hard limit is 2 GPUs per experiment". The 80 GB per
-    GPU applies to GPU jobs only. A model that cannot be built raises the
+    GPU applies to GPU jobs; CPU jobs (gpus 0) must fit, all workers together,
+    in this machine's memory. A model that cannot be built raises the
     ValueError that says why."""
     problems = []
     for field, value, rule in (("resources.gpus", spec.resources.gpus, check_gpus),
@@ -149,11 +160,12 @@ def check_fits(spec: TrainSpec) -> Estimate:
         except ValueError as exc:
             problems.append(f"{field}: {exc}")
     est = estimate(spec)
-    if spec.resources.gpus > 0:
-        if not math.isfinite(est.memory_per_gpu_gb):
-            problems.append("optim.batch_size/data.seq_len/model: the memory estimate is not finite")
-        elif problem := memory_problem(est.memory_per_gpu_gb):
-            problems.append(problem)
+    on_gpu = spec.resources.gpus > 0
+    need = est.memory_per_gpu_gb if on_gpu else est.memory_cpu_gb
+    if not math.isfinite(need):
+        problems.append("optim.batch_size/data.seq_len/model: the memory estimate is not finite")
+    elif problem := (memory_problem(need) if on_gpu else cpu_memory_problem(need, spec.resources.cpu_workers)):
+        problems.append(problem)
     if problems:
         raise LimitExceeded("; ".join(problems))
     return est

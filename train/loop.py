@@ -124,7 +124,15 @@ def autocast_for(device: torch.device, precision: str):
 
 
 def train_loop_per_worker(config: dict) -> None:
-    run_loop(TrainSpec.model_validate(config["spec"]), RayTrainSession(), out_dir=config.get("out_dir"))
+    spec = TrainSpec.model_validate(config["spec"])
+    if config.get("model_files"):
+        # The worker runs in a directory of its own, maybe on another node: it builds
+        # the custom model from the files that came with the job, never the user's path.
+        from train.models.custom import unpack_model_files
+
+        model = spec.model.model_copy(update={"path": str(unpack_model_files(config["model_files"]))})
+        spec = spec.model_copy(update={"model": model})
+    run_loop(spec, RayTrainSession(), out_dir=config.get("out_dir"))
 
 
 def run_loop(spec: TrainSpec, session, out_dir: str | None = None) -> LoopState:

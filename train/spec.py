@@ -9,6 +9,10 @@ dotted `--set` overrides the command lines take.
 It describes any job honestly, 8 GPUs included: the hard limits of a scaled
 experiment (train.limits) are checked where a plan becomes a job, by
 `train.estimate.check_fits`, not here.
+
+A relative `model.path` in a YAML file means a file beside that YAML file, not
+in whatever directory the command runs in: `from_yaml` makes it absolute and
+checks that it is there (`with_paths_from`), before anything starts.
 """
 
 from __future__ import annotations
@@ -148,7 +152,28 @@ class TrainSpec(_Strict):
             raw = {}
         if not isinstance(raw, dict):
             raise SpecError(f"{path}: a spec is a mapping of sections, got {type(raw).__name__}")
-        return cls.parse(raw, source=str(path))
+        return cls.parse(raw, source=str(path)).with_paths_from(path.parent, source=str(path))
+
+    def with_paths_from(self, folder: str | Path, confine: bool = False, source: str = "spec") -> "TrainSpec":
+        """This spec with a relative `model.path` taken from `folder` (the spec
+        file's folder, or a scaled experiment's) and made absolute; SpecError when
+        the file is not there. With `confine`, for paths an LLM wrote, the file
+        must lie inside `folder`: an absolute path, `..` or a symlink out of it
+        is refused."""
+        if self.model.path is None:
+            return self
+        folder = Path(folder).expanduser().resolve()
+        given = Path(self.model.path).expanduser()
+        if confine and (given.is_absolute() or ".." in given.parts):
+            raise SpecError(f"{source}: model.path {self.model.path!r} escapes the experiment folder")
+        file = (folder / given).resolve()  # an absolute `given` stays as it is
+        if confine and folder not in file.parents:
+            raise SpecError(f"{source}: model.path {self.model.path!r} escapes the experiment folder")
+        if not file.is_file():
+            where = "" if given.is_absolute() else f" (relative paths are taken from {folder})"
+            raise SpecError(f"{source}: model.path: {file} is not a file{where}")
+        model = self.model.model_copy(update={"path": str(file)})
+        return self.model_copy(update={"model": model})
 
     @classmethod
     def parse(cls, raw: dict, source: str = "spec") -> "TrainSpec":

@@ -2,7 +2,7 @@
 
     python -m tune.hw_scaling --gpu-counts 1 2 4 8 --node-counts 1 2 --max-trials 50 \\
         --batch-size 4 --max-parallel-jobs 4 [--recipe MODULE:FUNCTION] [--local] [--resume] \\
-        [--set key=value ...] [--wandb-project P] [--sequential] [--pareto] [--out DIR]
+        [--set key=value ...] [--wandb-project P] [--sequential] [--pareto] [--out DIR] [--storage URI]
     python -m tune.hw_scaling analyze DIR [--target-performance 0.9]
 
 For each hardware shape (g GPUs per node x n nodes) one Tune experiment,
@@ -32,7 +32,9 @@ writes CSV, JSON and TensorBoard logs of every trial; --wandb-project adds W&B
 (offline without WANDB_API_KEY). When the sweeps end, DIR/report.md,
 DIR/hardware_scaling.csv and the plots are written (analysis.hardware).
 --resume continues interrupted experiments with Tuner.restore; finished trials
-are not run again.
+are not run again. --storage URI (or $RAY_AUTORESEARCH_STORAGE) keeps Tune's
+state where every node reaches it (s3://, gs://, a shared folder), so a sweep
+resumes even when the node that drove it is gone.
 
 This module is the command line; tune.sweep runs the sweeps, tune.search holds
 the searcher and its rounds, tune.trial the trial and its resources.
@@ -48,6 +50,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from train.spec import format_validation_error
+from train.storage import StorageError
 from tune.recipes import DEFAULT_RECIPE, RecipeError
 from tune.sweep import (
     DEFAULT_OUT,
@@ -116,6 +119,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-performance", type=float, default=0.9,
                    help="report: the target is this fraction of the best score reached (default 0.9)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results, report and plots (default {DEFAULT_OUT})")
+    p.add_argument("--storage", default=None, metavar="URI",
+                   help="where Tune keeps the sweeps' state, reachable from every node: s3://BUCKET/PREFIX, "
+                        "gs://BUCKET/PREFIX or a shared folder (default: $RAY_AUTORESEARCH_STORAGE, else --out)")
     p.add_argument("--no-analyze", dest="analyze", action="store_false",
                    help="skip the report (scripts/launch_hw_sweeps.py writes it once all shapes are done)")
     return p
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValidationError as exc:
             raise UserError(format_validation_error(exc, where=_flag)) from None
         return run_sweeps(cfg)
-    except (UserError, RecipeError, NoResults) as exc:
+    except (UserError, RecipeError, NoResults, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -5,6 +5,12 @@ resume, W&B, and the report at the end (analysis.hardware).
 
 `python -m tune.hw_scaling` (tune.hw_scaling) parses the command line and
 calls `run_sweeps` or `analyze`.
+
+Tune keeps each experiment in the storage (train.storage: --storage, else
+$RAY_AUTORESEARCH_STORAGE), under STORAGE/sweeps/<name of OUT>/hs_g{g}n{n}, so a
+sweep outlives the node that drove it: --resume restores from there (what it
+holds is copied into OUT first), and after each shape its trials are copied
+into OUT for the report. Without a storage, OUT is Tune's storage, as on a laptop.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from analysis.files import atomic_write_json
+from train.storage import Storage, copy_down, resolve_storage, storage_field, write_bytes
 from tune.recipes import DEFAULT_RECIPE, Hardware, RecipeError, load_recipe
 from tune.search import METRIC, RoundLimiter, make_searcher
 from tune.space import MAX_GPUS_PER_NODE, HardwareSpace
@@ -64,6 +71,13 @@ class SweepConfig(BaseModel):
     target_performance: float = Field(0.9, gt=0, le=1)
     out: Path = DEFAULT_OUT
     analyze: bool = True
+    storage: str | None = Field(None, description="where Tune keeps the experiments (default "
+                                "$RAY_AUTORESEARCH_STORAGE, else OUT)")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str | None) -> str | None:
+        return storage_field(v)
 
     @field_validator("gpu_counts", "node_counts")
     @classmethod
@@ -141,7 +155,14 @@ def _meta(cfg: SweepConfig, recipe_name: str, settings: dict, space: HardwareSpa
 # -- running ------------------------------------------------------------------------
 
 
-def run_pair(cfg: SweepConfig, recipe, settings: dict, g: int, n: int, cluster_cpus: float) -> dict[str, Any]:
+def sweeps_storage(cfg: SweepConfig, storage: Storage | None) -> Storage:
+    """Where Tune keeps this command's experiments: OUT itself without a storage."""
+    out = cfg.out.resolve()
+    return storage.join("sweeps", out.name) if storage is not None else Storage(str(out))
+
+
+def run_pair(cfg: SweepConfig, recipe, settings: dict, g: int, n: int, cluster_cpus: float,
+             storage: Storage | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep of one shape. Returns a summary with
     `interrupted`, `finished`, `errored` and the best result."""
     from ray import tune
@@ -149,6 +170,8 @@ def run_pair(cfg: SweepConfig, recipe, settings: dict, g: int, n: int, cluster_c
     name = f"hs_g{g}n{n}"
     out = cfg.out.resolve()
     exp_dir = out / name
+    root = sweeps_storage(cfg, storage)
+    exp_store = root.join(name)
     space = recipe.space(g, n, settings)
     hw, mapping = hardware_for(cfg, g, n, cluster_cpus)
     searcher, sampler = make_searcher(space, cfg.sampler, cfg.seed, cfg.pareto)
@@ -161,9 +184,9 @@ def run_pair(cfg: SweepConfig, recipe, settings: dict, g: int, n: int, cluster_c
           + (", Pareto: score max / cost min" if cfg.pareto else ""), flush=True)
 
     created = False
-    if cfg.resume and tune.Tuner.can_restore(str(exp_dir)):
-        print(f"[{name}] resuming {exp_dir}", flush=True)
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    if cfg.resume and tune.Tuner.can_restore(exp_store.uri):
+        print(f"[{name}] resuming {exp_store.display}", flush=True)
+        tuner = tune.Tuner.restore(exp_store.uri, trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         created = not exp_dir.exists()
         exp_dir.mkdir(parents=True, exist_ok=True)
@@ -184,7 +207,7 @@ def run_pair(cfg: SweepConfig, recipe, settings: dict, g: int, n: int, cluster_c
                 trial_dirname_creator=trial_dirname,
                 trial_name_creator=trial_dirname,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=str(out), callbacks=callbacks, verbose=0,
+            run_config=tune.RunConfig(name=name, storage_path=root.uri, callbacks=callbacks, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
     t0 = time.time()
@@ -197,6 +220,10 @@ def run_pair(cfg: SweepConfig, recipe, settings: dict, g: int, n: int, cluster_c
         raise
     finally:
         stopped = watch.done()
+        if storage is not None:
+            if (exp_dir / "hw_meta.json").is_file():  # beside Tune's state, for a resume from another node
+                write_bytes(exp_store.join("hw_meta.json"), (exp_dir / "hw_meta.json").read_bytes())
+            copy_down(exp_store, exp_dir)  # the trials' results, for the report
     finished = sum(1 for r in grid if r.error is None and (r.metrics.get("finished") or r.metrics.get("done")))
     errored = [r for r in grid if r.error is not None]
     best = None
@@ -289,10 +316,15 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def check_resume(cfg: SweepConfig, pairs: list[tuple[int, int]], recipe_name: str, settings: dict) -> None:
-    """Refuse to write over an earlier sweep, or to resume one with other settings."""
+def check_resume(cfg: SweepConfig, pairs: list[tuple[int, int]], recipe_name: str, settings: dict,
+                 storage: Storage | None = None) -> None:
+    """Refuse to write over an earlier sweep, or to resume one with other settings.
+    With a storage, what it holds of these sweeps is copied into OUT first: the
+    node that started them may be gone."""
     for g, n in pairs:
         exp_dir = cfg.out / f"hs_g{g}n{n}"
+        if storage is not None:
+            copy_down(sweeps_storage(cfg, storage).join(exp_dir.name), exp_dir)
         if not exp_dir.exists() or not any(exp_dir.iterdir()):
             continue
         if not cfg.resume:
@@ -332,21 +364,27 @@ def run_sweeps(cfg: SweepConfig) -> int:
     if cfg.local_workers and not cfg.local:
         raise UserError("--local-workers only goes with --local")
 
+    storage = resolve_storage(cfg.storage)
     init_ray(log_to_driver=False)
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) > 1 and (storage is None or storage.is_local):
+        print(f"note: this cluster has {len(nodes)} nodes and the sweep's state stays in "
+              f"{storage.uri if storage else cfg.out.resolve()}; if that is this node's disk, it is lost with "
+              "this node: set --storage s3://... or gs://... to keep it", flush=True)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
     pairs, skipped = plan_pairs(cfg, nodes)
     for line in skipped:
         print(line, flush=True)
     if not pairs:
         raise UserError("no hardware shape to sweep: every --gpu-counts x --node-counts pair was skipped")
-    check_resume(cfg, pairs, recipe.name, settings)
+    check_resume(cfg, pairs, recipe.name, settings, storage)
     print(f"sweeping {len(pairs)} shape(s): {', '.join(f'hs_g{g}n{n}' for g, n in pairs)}; recipe {recipe.name}; "
-          f"results under {cfg.out}", flush=True)
+          f"results under {cfg.out}" + (f", Tune's state in {sweeps_storage(cfg, storage).display}" if storage
+                                        else ""), flush=True)
 
     summaries = []
     for g, n in pairs:
-        summary = run_pair(cfg, recipe, settings, g, n, cluster_cpus)
+        summary = run_pair(cfg, recipe, settings, g, n, cluster_cpus, storage)
         summaries.append(summary)
         if summary["interrupted"]:
             print(f"interrupted: rerun the same command with --resume to continue (results so far in {cfg.out})",

@@ -46,7 +46,11 @@ class ResearchConfig(BaseModel):
     gpus: int = Field(0, ge=0, description="GPUs each run holds (0: python on CPU)")
     cpus: float = Field(1.0, gt=0)
     env: dict[str, str] = Field(default_factory=dict, description="exported into every run")
-    cap_bytes: int = Field(ARTIFACT_CAP_BYTES, gt=0)
+    cap_bytes: int = Field(ARTIFACT_CAP_BYTES, gt=0, description="the artifact limit, where one applies")
+    limit_artifact: bool | None = Field(None, description="judge the artifact against cap_bytes; None: decided "
+                                        "from the repository (a Parameter Golf one is limited)")
+    metric: str | None = Field(None, description="regular expression of the score line (None: the run's final "
+                               "val_bpb); also read from the repository's autoresearch.toml or program.md")
     offline: bool = False
     model: str | None = None
     seed: int = 0
@@ -72,6 +76,17 @@ class ResearchConfig(BaseModel):
             raise ValueError(f"must be a path inside the repository, got {v!r}")
         return v
 
+    @field_validator("metric")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"{v!r} is not a regular expression ({exc})") from None
+        return v
+
     @field_validator("env")
     @classmethod
     def _names(cls, v: dict[str, str]) -> dict[str, str]:
@@ -83,6 +98,11 @@ class ResearchConfig(BaseModel):
     @property
     def branch(self) -> str:
         return f"{BRANCH_PREFIX}{self.tag}"
+
+    @property
+    def artifact_cap(self) -> int | None:
+        """The artifact limit in bytes, or None where the repository has none."""
+        return None if self.limit_artifact is False else self.cap_bytes
 
     @classmethod
     def checked(cls, **values) -> "ResearchConfig":
@@ -99,4 +119,5 @@ class ResearchConfig(BaseModel):
 
 # The command-line flag of each field, for error messages.
 FLAGS = {"repo": "--repo", "workspace": "--workspace", "file": "--file", "tag": "--tag", "resume": "--resume",
-         "timeout_s": "--timeout-min", "gpus": "--gpus", "env": "--set", "model": "--model", "seed": "--seed"}
+         "timeout_s": "--timeout-min", "gpus": "--gpus", "env": "--set", "model": "--model", "seed": "--seed",
+         "metric": "--metric"}

@@ -34,6 +34,7 @@ from actors.research.config import ResearchConfig, ResearchError
 from actors.research.logparse import parse_log
 from actors.research.memory import LogEntry, append_result, read_notes, read_results, render_notes
 from actors.research.proposals import ProposalRejected, ResearchContext, ResearchProposal, Researcher, apply_proposal
+from actors.research.repo_settings import apply_repo_settings
 from actors.research.researchers import make_researcher
 from actors.research.rules import (
     Measurement,
@@ -94,6 +95,7 @@ class AutoResearch:
     def prepare(self) -> None:
         """Open the repository on the branch (new, or existing with resume) and claim it."""
         self.ws = Workspace.open(self.config)
+        self.config = apply_repo_settings(self.config, self.root)  # its metric line and artifact limit
         self._claim()
         try:
             self.ideas, self.log_text = read_notes(self.ws.notes_path)
@@ -192,7 +194,7 @@ class AutoResearch:
             details.update(training_s=m.seconds, run_wall_s=m.wall_s)
         m, commit, source, fixed = self._fix_crash_once(n, rows, proposal, source, commit, m)  # 4
         with self._phase(n, "record"):
-            status, why = decide(m, proposal.kind, s, self.config.cap_bytes)      # 5
+            status, why = decide(m, proposal.kind, s, self.config.artifact_cap)   # 5
             if status != "keep":
                 why += self._discard(n, commit, s.head_commit)                    # 6
             row = self._record(n, proposal, commit, m, s, status, why, fixed, rows)  # 7
@@ -291,17 +293,17 @@ class AutoResearch:
         raise last
 
     def _measure(self, source: str, name: str) -> Measurement:
-        from actors.research.runner import run_on_ray
+        from actors.research.runner import repo_files, run_on_ray
 
         cfg = self.config
         log_path = self.ws.log_path(name)
         log.info("running %s (%s; %d GPU(s), timeout %.0fs)", name, cfg.file, cfg.gpus, cfg.timeout_s)
         t0 = time.perf_counter()
-        run = run_on_ray(source, Path(cfg.file).name, env=cfg.env, timeout_s=cfg.timeout_s, gpus=cfg.gpus,
-                         cpus=cfg.cpus)
+        run = run_on_ray(source, cfg.file, env=cfg.env, timeout_s=cfg.timeout_s, gpus=cfg.gpus, cpus=cfg.cpus,
+                         files=repo_files(self.root, cfg.file))
         wall = time.perf_counter() - t0
         log_path.write_text(run.log, encoding="utf-8")
-        parsed = parse_log(run.log)
+        parsed = parse_log(run.log, metric=cfg.metric)
         val = parsed.get("val_bpb")
         val = float(val) if isinstance(val, (int, float)) and math.isfinite(val) else None
         crashed = run.failed or bool(parsed.get("crashed")) or val is None
@@ -310,11 +312,15 @@ class AutoResearch:
             error = f"timed out after {cfg.timeout_s:.0f}s"
         elif crashed:
             error = parsed.get("error") or (f"exit code {run.returncode}" if run.returncode else "no final val_bpb")
-        m = Measurement(val_bpb=val if not crashed else None, artifact_bytes=parsed.get("artifact_bytes"),
+        m = Measurement(val_bpb=val if not crashed else None,
+                        artifact_bytes=parsed.get("artifact_bytes") or run.artifact_bytes,
                         crashed=crashed, error=error, seconds=run.seconds, timed_out=run.timed_out,
-                        steps=parsed.get("steps"), log_path=str(log_path.relative_to(self.root)), wall_s=wall)
-        log.info("%s: %s in %.0fs", name, f"crash ({error})" if crashed else f"val_bpb {val:.4f}, artifact "
-                 f"{m.artifact_bytes or 0:,} bytes", run.seconds)
+                        steps=parsed.get("steps"), log_path=str(log_path.relative_to(self.root)), wall_s=wall,
+                        metric_line=f"{parsed['metric_line_no']}: {parsed['metric_line']}" if parsed["metric_line"]
+                        else "", last_val_bpb=parsed["last_val_bpb"], peak_memory_mib=parsed["peak_memory_mib"],
+                        training_seconds=parsed["training_seconds"])
+        log.info("%s: %s in %.0fs", name, f"crash ({error})" if crashed else f"val_bpb {val:.4f}" + (
+            f", artifact {m.artifact_bytes:,} bytes" if m.artifact_bytes is not None else ""), run.seconds)
         return m
 
     def _write_notes(self, rows: list[ResultRow]) -> None:

@@ -173,22 +173,28 @@ class Measurement:
     steps: int | None
     log_path: str = ""
     wall_s: float = 0.0  # submit to result, Ray scheduling and transfer included
+    metric_line: str = ""  # "N: text" of the log line the score was read from
+    last_val_bpb: float | None = None  # what a crashed run had reached: never its result
+    peak_memory_mib: float | None = None
+    training_seconds: float | None = None  # as the script reports it
 
     @property
     def artifact_mb(self) -> float | None:
         return None if self.artifact_bytes is None else self.artifact_bytes / 1e6
 
 
-def decide(m: Measurement, kind: str, s: Standing, cap_bytes: int) -> tuple[str, str]:
+def decide(m: Measurement, kind: str, s: Standing, cap_bytes: int | None) -> tuple[str, str]:
     """keep, discard or crash, and why. Kept only when val_bpb beats the kept head
-    by more than the noise floor and the artifact is under the cap; a
-    simplification may be kept within the noise."""
+    by more than the noise floor and, where the repository has an artifact limit
+    (`cap_bytes`; None: it has none), the artifact is under it; a simplification may
+    be kept within the noise."""
     floor = s.noise_floor or 0.0
     if m.crashed:
         return "crash", f"crashed: {m.error}"
-    if m.artifact_bytes is None:
-        return "discard", "the log has no 'Total submission size int8+zlib' line: the artifact size is unknown"
-    if m.artifact_bytes > cap_bytes:
+    if cap_bytes is not None and m.artifact_bytes is None:
+        return "discard", ("the run reports no artifact size ('Total submission size ...: N bytes') and none "
+                           "could be measured: the artifact limit cannot be checked")
+    if cap_bytes is not None and m.artifact_bytes > cap_bytes:
         return "discard", f"artifact {m.artifact_bytes:,} bytes is over the {cap_bytes:,}-byte cap"
     head = s.head_bpb
     if m.val_bpb < head - floor:
@@ -200,18 +206,31 @@ def decide(m: Measurement, kind: str, s: Standing, cap_bytes: int) -> tuple[str,
                        f"floor {floor:.4f}")
 
 
+def _costs(m: Measurement) -> str:
+    """What the run cost, as far as it reports: artifact, peak memory, steps and time."""
+    parts = []
+    if m.artifact_bytes is not None:
+        parts.append(f"artifact {m.artifact_bytes:,} bytes")
+    if m.peak_memory_mib is not None:
+        parts.append(f"peak memory {m.peak_memory_mib:,.0f} MiB")
+    seconds = m.training_seconds if m.training_seconds is not None else m.seconds
+    parts.append(f"{m.steps if m.steps is not None else '?'} steps in {seconds:.0f}s")
+    return "; ".join(parts)
+
+
 def analysis_block(m: Measurement, direction: str, s: Standing, status: str, why: str,
                    rows: list[ResultRow]) -> str:
-    """The ANALYSIS block of one experiment: result, against expectation, why, lesson."""
+    """The ANALYSIS block of one experiment: result, the log line it was read from,
+    against expectation, why, lesson."""
     floor = s.noise_floor or 0.0
     if m.crashed:
-        result = f"crashed ({m.error}) after {m.seconds:.0f}s; log {m.log_path}"
+        reached = "" if m.last_val_bpb is None else f"; it had reached val_bpb {m.last_val_bpb:.4f} (not a result)"
+        result = f"crashed ({m.error}) after {m.seconds:.0f}s{reached}; log {m.log_path}"
         against = "the hypothesis could not be tested"
     else:
         delta = m.val_bpb - s.head_bpb
         result = (f"val_bpb {m.val_bpb:.4f} against the kept {s.head_bpb:.4f} ({delta:+.4f}; noise floor "
-                  f"{floor:.4f}); artifact {m.artifact_bytes or 0:,} bytes; "
-                  f"{m.steps if m.steps is not None else '?'} steps in {m.seconds:.0f}s")
+                  f"{floor:.4f}); {_costs(m)}")
         if delta < -floor:
             against = "as expected: val_bpb went down by more than the noise"
         elif delta <= floor:
@@ -228,7 +247,9 @@ def analysis_block(m: Measurement, direction: str, s: Standing, status: str, why
         lesson = "the artifact cap binds: spend bytes elsewhere or compress better"
     else:
         lesson = f"{direction} does not pay off at this budget"
-    return f"ANALYSIS\nResult: {result}\nAgainst expectation: {against}\nWhy: {status}: {why}\nLesson: {lesson}\n"
+    line = f"Score line: {_one_line(m.metric_line)}\n" if m.metric_line else ""
+    return (f"ANALYSIS\nResult: {result}\n{line}Against expectation: {against}\nWhy: {status}: {why}\n"
+            f"Lesson: {lesson}\n")
 
 
 def backtrack_row(rows: list[ResultRow]) -> ResultRow | None:

@@ -40,11 +40,12 @@ from pathlib import Path
 
 from actors.scaler import benchmark_job
 from actors.scaler.discovery import MVE, SCALE_PREFIX, find_mves, normalise_claim
+from actors.scaler.judge_claude import make_judge
 from actors.scaler.model_port import NoModel, rehearsal_kwargs
 from actors.scaler.options import ScalerOptions
 from actors.scaler.plan import BenchmarkPlan
 from actors.scaler.planning import Planned, Planning
-from actors.scaler.scaffold import ScaffoldError, write_scaled_experiment
+from actors.scaler.scaffold import OwnershipError, ScaffoldError, set_aside, write_scaled_experiment
 from actors.scaler.steps import StepFailed, smoke_test
 from actors.shared import metrics
 from actors.shared.llm import LLMClient, LLMError, make_llm
@@ -59,6 +60,7 @@ from train.limits import LimitExceeded
 from train.models.custom import ModelLoadError
 from train.run import TrainingFailed
 from train.spec import DEFAULT_USD_PER_GPU_HOUR, SpecError, TrainSpec
+from train.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ LAPTOP_OVERRIDES = (
 # cluster lets it down: the MVE is released as failed and the agent goes on.
 # Anything else is a bug in our code, and crashes the agent.
 EXPECTED_FAILURES = (StepFailed, LLMError, ScaffoldError, SpecError, LimitExceeded, ModelLoadError,
-                     DatasetUnavailable, TrainingFailed, OSError)
+                     DatasetUnavailable, TrainingFailed, StorageError, OSError)
 
 
 @dataclass
@@ -138,12 +140,23 @@ class ScalerAgent:
         if llm is None:
             llm = make_llm(options.model, offline=options.offline)
         self.planning = Planning(options, llm)
+        # Who reads the MVEs' verdicts: Claude with a key (answers cached by file hash), else the heuristics.
+        self.judge = make_judge(options.model, offline=options.offline)
         gpus = options.gpus_available
         if gpus is None:
             gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
         self.gpus_available = gpus
         # The tracker can tell when a named actor is gone: `scaler-1@actor:NS/NAME`.
         self.owner = process_owner(agent_id, options.tracker_namespace)
+        self._doing, self._since = "idle", time.time()
+
+    def status(self) -> dict:
+        """What this agent does right now, for the main job's progress lines. (The
+        actor runs with two threads so this answers while `run_once` works.)"""
+        return {"agent": self.agent_id, "doing": self._doing, "for_s": round(time.time() - self._since, 1)}
+
+    def _now(self, doing: str) -> None:
+        self._doing, self._since = doing, time.time()
 
     # -- the loop ------------------------------------------------------------------
 
@@ -159,7 +172,7 @@ class ScalerAgent:
             held, recent = self._claim_states()
             tried |= recent
             opts = self.options
-            mves = find_mves(opts.experiments, opts.code, opts.proposals, claimed=held)
+            mves = find_mves(opts.experiments, opts.code, opts.proposals, claimed=held, judge=self.judge)
             todo = [m for m in mves if m.scalable and m.id not in tried]
             if not todo:
                 break
@@ -182,6 +195,7 @@ class ScalerAgent:
             logger.info("%s claimed %s (token %d)", self.agent_id, mve.work_id, lease.token)
             with lease:
                 outcomes.append(self._scale(mve, lease))
+                self._now("idle")
             metrics.record_mve_outcome(outcomes[-1].status)
         return [o.to_dict() for o in outcomes]
 
@@ -207,6 +221,7 @@ class ScalerAgent:
         folder: Path | None = None
         planned: Planned | None = None
         try:
+            self._now(f"planning {mve.work_id}")
             planned = self.planning.plan(mve, lease)
             plan = planned.plan
             outcome.planner = planned.planner
@@ -218,6 +233,7 @@ class ScalerAgent:
                 return outcome
             lease.check()
             check_stop()
+            self._now(f"writing and smoke-testing {mve.work_id}")
             if isinstance(plan, BenchmarkPlan):
                 folder = benchmark_job.write_benchmark_experiment(plan, self.options.code, planned.planner, mve.path,
                                                                   planned.extra_files)
@@ -295,18 +311,17 @@ class ScalerAgent:
         from train.run import append_run_to_ledger
 
         plan = planned.plan
-        spec = plan.to_train_spec()
-        if spec.model.path:  # Ray Train's workers run in another folder: the model file by its full path
-            spec = spec.model_copy(update={"model": spec.model.model_copy(
-                update={"path": str((folder / spec.model.path).resolve())})})
+        spec = plan.to_train_spec(folder)  # its model file, if any, from the folder just written
         mode = "full"
         if not self.gpus_available:
             spec, mode = laptop_spec(spec), "laptop rehearsal (CPU, model capped at d128x2, 40 steps)"
         lease.check()
         command = f"python {folder / 'train.py'}" + ("" if mode == "full" else " (laptop rehearsal)")
+        self._now(f"training {mve.work_id} ({mode.split(' (')[0]})")
         with metrics.training_job_running(self.agent_id):
             # The hard limits hold for the real run; the laptop rehearsal is a cut-down copy.
-            results = _train(spec, folder / "run", command, lease, limits=mode == "full")
+            results = _train(spec, folder / "run", command, lease, limits=mode == "full",
+                             storage=self.options.storage)
         metrics.record_training_spend(results.get("gpu_hours"), results.get("cost_usd"))
         lease.confirm()  # fencing: record only while our token still holds
         record = {
@@ -331,6 +346,7 @@ class ScalerAgent:
         """A benchmark plan's job: a Ray task holding its GPUs (see benchmark_job)."""
         plan = planned.plan
         lease.check()
+        self._now(f"running the benchmark {mve.work_id}")
         with metrics.training_job_running(self.agent_id):
             result, mode = benchmark_job.launch(plan, folder, self.gpus_available, lease)
         if result["returncode"] != 0:
@@ -359,23 +375,22 @@ class ScalerAgent:
         delete it: its logs say what went wrong). Returns where it went."""
         if folder is None or not folder.exists() or (folder / "results.json").exists():
             return None
-        aside = folder.with_name(f".{folder.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
-            folder.rename(aside)
-        except OSError as exc:
+            return set_aside(folder, why)
+        except (OSError, OwnershipError) as exc:  # not ours (never moved), or the rename failed
             logger.warning("could not set %s aside: %s", folder, exc)
             return None
-        return aside
 
 
-def _train_in_task(spec_json: dict, out_dir: str, command: str, limits: bool) -> dict:
+def _train_in_task(spec_json: dict, out_dir: str, command: str, limits: bool, storage: str | None = None) -> dict:
     from train.run import run
 
     return run(TrainSpec.parse(spec_json, source="scaled experiment"), out_dir=out_dir, ledger=None, command=command,
-               limits=limits)
+               limits=limits, storage=storage)
 
 
-def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease, limits: bool = True) -> dict:
+def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease, limits: bool = True,
+           storage: str | None = None) -> dict:
     """Train through `train.run` in a Ray task of its own on this node, so that a
     stop request or a lost lease cancels it: killing the task's worker ends the
     Ray Train job it owns within seconds. In-process when Ray is not running."""
@@ -384,13 +399,13 @@ def _train(spec: TrainSpec, out_dir: Path, command: str, lease: Lease, limits: b
     if not ray.is_initialized():
         from train.run import run
 
-        return run(spec, out_dir=out_dir, ledger=None, command=command, limits=limits)
+        return run(spec, out_dir=out_dir, ledger=None, command=command, limits=limits, storage=storage)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     task = ray.remote(_train_in_task).options(num_cpus=0, max_retries=0, scheduling_strategy=here,
                                                name=f"train:{spec.name}")
-    ref = task.remote(spec.model_dump(mode="json"), str(out_dir), command, limits)
+    ref = task.remote(spec.model_dump(mode="json"), str(out_dir), command, limits, storage)
     try:
         return wait_task(ref, lost=lease.lost.is_set, on_lost=lambda: LeaseLost(
             f"lease on {lease.work_id} lost during training: the training job was cancelled"))

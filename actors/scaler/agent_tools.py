@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from actors.scaler.benchmark_job import write_benchmark_experiment
-from actors.scaler.model_port import PROBE_TIMEOUT_S, sandboxed_fits
+from actors.scaler.sandboxed import PROBE_TIMEOUT_S, sandboxed_fits
 from actors.scaler.plan import BenchmarkPlan, ScalePlan, check_relative
 from actors.scaler.scaffold import GENERATED, ScaffoldError, inside, write_scaled_experiment
 from actors.scaler.steps import run_smoke

@@ -68,7 +68,8 @@ def write_benchmark_experiment(plan: BenchmarkPlan, code_dir: Path, planner: str
               f"{shlex.join(plan.command)} \"$@\"\n")
     generated = {"README.md": _readme(plan, planner, mve_path), "plan.json": plan.model_dump_json(indent=2),
                  "scripts/run.sh": run_sh}
-    return write_folder(Path(code_dir), plan.name, generated, plan.files, extra_files, executables=("scripts/run.sh",))
+    return write_folder(Path(code_dir), plan.name, generated, plan.files, extra_files, executables=("scripts/run.sh",),
+                        mve_id=plan.mve_id, planner=planner)
 
 
 def run_benchmark(folder: str, argv: list[str], results_file: str, timeout_s: float, gpu: bool) -> dict[str, Any]:

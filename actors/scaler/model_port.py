@@ -22,22 +22,16 @@ import ast
 import json
 import logging
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from actors.shared.sandbox import child_env
-from actors.shared.stopping import run_child
+from actors.scaler.sandboxed import PROBE_TIMEOUT_S, ProbeFailed, probe
 
 log = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_S = 180.0
 MAX_SOURCE_FILES = 60
 MAX_SOURCE_BYTES = 512_000
 
@@ -91,13 +85,14 @@ class Port:
 # --------------------------------------------------------------------------- where the code is
 
 
-def code_folders(mve_path: Path, code_dir: Path, mve_id: str) -> list[Path]:
-    """The MVE's code: `code/NNN/` first (the layout most teams use), then the
-    MVE's own folder (code kept beside its notes)."""
-    out = []
-    for folder in (Path(code_dir) / mve_id, Path(mve_path)):
-        if folder.is_dir() and folder.resolve() not in [f.resolve() for f in out]:
-            out.append(folder)
+def code_folders(*candidates: Path | None) -> list[Path]:
+    """The MVE's code folders, in order (`code/NNN/` first, the layout most
+    teams use, then the MVE's own folder when its code sits beside its notes),
+    each once, those that exist."""
+    out: list[Path] = []
+    for folder in candidates:
+        if folder is not None and Path(folder).is_dir() and Path(folder).resolve() not in [f.resolve() for f in out]:
+            out.append(Path(folder))
     return out
 
 
@@ -279,39 +274,19 @@ class {wrapper}(nn.Module):
 # --------------------------------------------------------------------------- the child
 
 
-def probe(request: dict, *, cwd: Path | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> dict:
-    """Send `request` to `python -m actors.scaler.model_probe` and return its
-    answer; the child sees the sandbox's environment, no GPU, and is killed
-    after `timeout_s` (NoModel then says so)."""
-    with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
-        req = Path(tmp) / "request.json"
-        req.write_text(json.dumps(request))
-        try:
-            proc = run_child([sys.executable, "-m", "actors.scaler.model_probe", str(req)], cwd=cwd or tmp,
-                             env=child_env(gpu=False), timeout_s=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise NoModel(f"importing the MVE's code took longer than {timeout_s:.0f}s; it was stopped") from None
-    lines = proc.stdout.strip().splitlines()
-    try:
-        answer = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise NoModel(f"the model probe failed (exit {proc.returncode}): {tail[:400]}") from None
-    if not isinstance(answer, dict):
-        raise NoModel("the model probe answered something other than an object")
-    return answer
-
-
-def port_offline(*, mve_id: str, mve_path: Path, code_dir: Path, facts: dict, target_params: int,
-                 batch_size: int, timeout_s: float = PROBE_TIMEOUT_S) -> Port:
-    """The MVE's own model, sized to `target_params` and planned; NoModel when
-    its code holds none (or it cannot be ported), saying why."""
-    folders = code_folders(mve_path, code_dir, mve_id)
+def port_offline(*, mve_id: str, folders: list[Path], facts: dict, target_params: int, batch_size: int,
+                 timeout_s: float = PROBE_TIMEOUT_S) -> Port:
+    """The MVE's own model from its code `folders`, sized to `target_params`
+    and planned; NoModel when its code holds none (or it cannot be ported),
+    saying why."""
     if not source_files(folders):
         raise NoModel(describe_without_model(folders, facts))
-    answer = probe({"op": "port", "mve_id": mve_id, "folders": [str(f.resolve()) for f in folders],
-                    "facts": facts, "settings": known_settings(facts, folders), "target_params": target_params,
-                    "batch_size": batch_size}, timeout_s=timeout_s)
+    try:
+        answer = probe({"op": "port", "mve_id": mve_id, "folders": [str(f.resolve()) for f in folders],
+                        "facts": facts, "settings": known_settings(facts, folders), "target_params": target_params,
+                        "batch_size": batch_size}, timeout_s=timeout_s)
+    except ProbeFailed as exc:
+        raise NoModel(str(exc)) from None
     if not answer.get("ok"):
         why = answer.get("error") or "no language model found"
         if answer.get("no_model"):
@@ -319,29 +294,6 @@ def port_offline(*, mve_id: str, mve_path: Path, code_dir: Path, facts: dict, ta
         raise NoModel(why)
     return Port(plan=answer["plan"], estimate=answer["estimate"], source=answer["source"],
                 notes=list(answer.get("notes") or []))
-
-
-def sandboxed_fits(spec_json: dict, files: dict[str, str], *, timeout_s: float = PROBE_TIMEOUT_S) -> dict:
-    """`train.estimate.check_fits` of a spec whose model is code (`files`,
-    relative paths), in the child: the estimate as a dict, or ValueError with
-    the problem (a LimitExceeded's text included)."""
-    from actors.scaler.scaffold import inside
-
-    with tempfile.TemporaryDirectory(prefix="fits-") as tmp:
-        root = Path(tmp)
-        for rel, text in files.items():
-            target = inside(root, rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        try:
-            answer = probe({"op": "fits", "spec": spec_json}, cwd=root, timeout_s=timeout_s)
-        except NoModel as exc:
-            raise ValueError(str(exc)) from None
-        finally:
-            shutil.rmtree(root / "__pycache__", ignore_errors=True)
-    if not answer.get("ok"):
-        raise ValueError(answer.get("error") or "the model could not be built")
-    return answer["estimate"]
 
 
 # --------------------------------------------------------------------------- the laptop rehearsal

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from actors.tracker.actor import NAMESPACE
+from train.storage import storage_field
 
 SMOKE_TIMEOUT_S = 300.0
 # A failed (or dry-run/no-launch) MVE waits this long before any agent tries it
@@ -47,6 +48,13 @@ class ScalerOptions(BaseModel):
     smoke_timeout_s: float = Field(SMOKE_TIMEOUT_S, gt=0, le=3600, description="limit of the smoke test")
     retry_failed_after_s: float = Field(RETRY_FAILED_AFTER_S, ge=0, description="wait before retrying a failed MVE")
     tracker_namespace: str = Field(NAMESPACE, min_length=1, description="Ray namespace of the WorkTracker")
+    storage: str | None = Field(None, description="where training keeps checkpoints, reachable from every node "
+                                "(train.storage; default $RAY_AUTORESEARCH_STORAGE, else beside each run)")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str | None) -> str | None:
+        return storage_field(v)
 
     # Absolute here, in the caller's working directory: the agent may run in
     # another process whose working directory differs.

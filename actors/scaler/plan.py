@@ -9,31 +9,26 @@ can be built). The agent runs the same check again when it turns the plan into
 a job, for the parameters, GPU-hours and cost it records.
 
 A model that is code (`model.family: custom`, its file among `files`) is never
-built here: that would run code an LLM or an MVE's author wrote in this
-process. Its memory is checked by `model_port.sandboxed_fits` in a child
-process, and again by the smoke test; GPUs and hours are checked here as for
-any plan.
+built in this process: that would run code an LLM or an MVE's author wrote
+here. `checked_estimate` builds it in a sandboxed child (`sandboxed_fits`), and
+the smoke test builds it again; GPUs and hours are checked on construction as
+for any plan.
+
+`BenchmarkPlan`: a kernel-benchmark MVE scaled as a benchmark job instead.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from train.estimate import check_fits
+from actors.scaler.sandboxed import sandboxed_fits
+from train.estimate import Estimate, check_fits
 from train.limits import MAX_GPUS, MAX_HOURS, LimitExceeded, check_gpus, check_hours
 from train.spec import ModelSpec, OptimSpec, TrainSpec, check_benchmark
-
-
-def check_relative(name: str, what: str = "file path") -> str:
-    """A path an LLM wrote: plain, relative, inside the experiment folder."""
-    p = PurePosixPath(name)
-    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name.startswith("~"):
-        raise ValueError(f"{what} {name!r} escapes the experiment folder")
-    return name
 
 
 class Baseline(BaseModel):
@@ -91,7 +86,7 @@ class ScalePlan(BaseModel):
     @field_validator("model")
     @classmethod
     def _model_file_inside(cls, model: ModelSpec) -> ModelSpec:
-        if model.family == "custom" and model.path is not None:
+        if model.path is not None:
             check_relative(model.path, what="model.path")
         return model
 
@@ -99,17 +94,18 @@ class ScalePlan(BaseModel):
     def _inside_the_hard_limits(self):
         # GPUs and hours are refused above under the plan's own field names;
         # this adds the 80 GB per GPU, which needs the model built. Code is
-        # built only in a sandboxed child (see the module docstring).
+        # built only in a sandboxed child, where the plan becomes a job.
         if self.model.family == "custom":
             return self
         try:
-            check_fits(self.to_train_spec())
+            self.checked_estimate()
         except LimitExceeded:
             raise
         except ValueError:
             # A model that cannot be built (sizes that do not fit together, a
-            # custom file the plan brings along) breaks no limit: the agent's
-            # check_fits refuses it, naming why, where the plan becomes a job.
+            # custom file missing from the plan's files) breaks no limit: the
+            # agent's checked_estimate refuses it, naming why, where the plan
+            # becomes a job.
             pass
         return self
 
@@ -117,10 +113,20 @@ class ScalePlan(BaseModel):
     def name(self) -> str:
         return f"{self.mve_id}_scaled"
 
-    def to_train_spec(self) -> TrainSpec:
+    def checked_estimate(self) -> Estimate:
+        """`check_fits` of the plan's spec, a custom model included: the plan's
+        files are laid out as the experiment folder will hold them and the model
+        is built from there, in a sandboxed child (no secrets, a timeout).
+        LimitExceeded, or a ValueError saying why the model does not build."""
+        if self.model.family != "custom":
+            return check_fits(self.to_train_spec())
+        return Estimate(**sandboxed_fits(self.to_train_spec().model_dump(mode="json"), self.files))
+
+    def to_train_spec(self, folder: Path | None = None) -> TrainSpec:
         """The TrainSpec the scaled experiment runs (its shape validated; the plan
-        checked the limits on construction)."""
-        return TrainSpec.parse(
+        checked the limits on construction). With `folder`, the experiment folder,
+        model.path is taken from it and must stay inside it."""
+        spec = TrainSpec.parse(
             {
                 "name": self.name,
                 "model": self.model.model_dump(mode="json"),
@@ -138,6 +144,16 @@ class ScalePlan(BaseModel):
             },
             source=f"plan for MVE {self.mve_id}",
         )
+        return spec if folder is None else spec.with_paths_from(folder, confine=True,
+                                                                 source=f"plan for MVE {self.mve_id}")
+
+
+def check_relative(name: str, what: str = "file path") -> str:
+    """A path an LLM wrote: plain, relative, inside the experiment folder."""
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name.startswith("~"):
+        raise ValueError(f"{what} {name!r} escapes the experiment folder")
+    return name
 
 
 class BenchmarkPlan(BaseModel):

@@ -31,7 +31,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from actors.scaler.model_port import PROBE_TIMEOUT_S
+from actors.scaler.sandboxed import PROBE_TIMEOUT_S
 from actors.scaler.plan import Baseline, ScalePlan
 from actors.shared.llm import LLMClient
 from actors.shared.pricing import Usage
@@ -132,23 +132,23 @@ class OfflinePlanner:
         self.target_params = target_params
         self.batch_size = batch_size
 
-    def plan_mve(self, mve_id: str, mve_path: Path, code_dir: Path, facts: dict,
+    def plan_mve(self, mve_id: str, folders: list[Path], facts: dict,
                  timeout_s: float = PROBE_TIMEOUT_S) -> tuple[ScalePlan, str, dict | None]:
         """The plan for one MVE, where its model comes from, and the estimate
         when the sandboxed child checked it (a ported model): the MVE's own
-        language model when its code holds one (ported, see model_port), else
-        the built-in family its results.json names. An MVE with neither (a
-        kernel benchmark, an analysis) raises NoModel: it needs the LLM planner."""
-        from actors.scaler.model_port import NoModel, code_folders, may_hold_language_model, port_offline
+        language model when its code (`folders`) holds one (ported, see
+        model_port), else the built-in family its results.json names. An MVE
+        with neither (a kernel benchmark, an analysis) raises NoModel: it needs
+        the LLM planner."""
+        from actors.scaler.model_port import NoModel, describe_without_model, may_hold_language_model, port_offline
 
         self.read_facts(mve_id, facts)  # what results.json says wrong is said before any code runs
         family = facts.get("model_family")
         why_not_ported = ""
-        if may_hold_language_model(code_folders(mve_path, code_dir, mve_id)):
+        if may_hold_language_model(folders):
             try:
-                port = port_offline(mve_id=mve_id, mve_path=mve_path, code_dir=code_dir, facts=facts,
-                                    target_params=self.target_params, batch_size=self.batch_size,
-                                    timeout_s=timeout_s)
+                port = port_offline(mve_id=mve_id, folders=folders, facts=facts, target_params=self.target_params,
+                                    batch_size=self.batch_size, timeout_s=timeout_s)
                 return ScalePlan.model_validate(port.plan), f"its own model, {port.source}", port.estimate
             except NoModel as exc:
                 why_not_ported = str(exc)
@@ -158,9 +158,7 @@ class OfflinePlanner:
                 plan = plan.model_copy(update={"rationale": plan.rationale + f" (Its code was not ported: "
                                                                               f"{why_not_ported[:300]}.)"})
             return plan, f"the built-in {family} its results.json names", None
-        from actors.scaler.model_port import describe_without_model
-
-        why = why_not_ported or describe_without_model(code_folders(mve_path, code_dir, mve_id), facts)
+        why = why_not_ported or describe_without_model(folders, facts)
         raise NoModel(f"MVE {mve_id} has no model the offline planner can train ({why}); it needs the LLM "
                       f"planner (set ANTHROPIC_API_KEY)")
 

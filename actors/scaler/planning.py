@@ -32,7 +32,7 @@ from pathlib import Path
 from actors.scaler.agent_tools import Workbench
 from actors.scaler.agentic import AgenticSession, Budget
 from actors.scaler.discovery import MVE
-from actors.scaler.model_port import NoModel, code_folders, source_files
+from actors.scaler.model_port import NoModel, code_folders
 from actors.scaler.options import ScalerOptions
 from actors.scaler.plan import BenchmarkPlan, ScalePlan
 from actors.scaler.planners import ClaudePlanner, OfflinePlanner
@@ -40,7 +40,7 @@ from actors.scaler.steps import StepFailed
 from actors.shared.llm import LLMClient, LLMError, ReplyRejected
 from actors.shared.pricing import Usage
 from actors.tracker.client import LeaseLost
-from train.estimate import Estimate, check_fits
+from train.estimate import Estimate
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Planning:
 
     def _offline(self, mve: MVE) -> Planned:
         try:
-            plan, source, est = self.offline.plan_mve(mve.id, mve.path, self.options.code, mve.results)
+            plan, source, est = self.offline.plan_mve(mve.id, mve_code_folders(mve), mve.results)
         except ValueError as exc:  # what the MVE's results.json says cannot be planned
             raise StepFailed(f"offline planner: {exc}") from None
         return Planned(plan, Usage(), self.offline.name, estimate=Estimate(**est) if est else None, source=source)
@@ -130,57 +130,45 @@ class Planning:
         plan = planned.plan
         if isinstance(plan, BenchmarkPlan):
             return None
-        if planned.estimate is not None:
+        if planned.estimate is not None:  # checked already, in the sandboxed child
             return planned.estimate
-        from actors.scaler.model_port import sandboxed_fits
-
-        spec = plan.to_train_spec()
         try:
-            if plan.model.family == "custom":
-                return Estimate(**sandboxed_fits(spec.model_dump(mode="json"), plan.files))
-            return check_fits(spec)
+            return plan.checked_estimate()  # a model that is code: built in a sandboxed child
         except ValueError as exc:
             raise StepFailed(f"plan refused: {exc}") from None
 
     # -- what Claude reads ---------------------------------------------------------
 
     def _readable(self, mve: MVE) -> dict[str, Path]:
-        files = list(mve.docs) + [p for p in source_files(code_folders(mve.path, self.options.code, mve.id))]
-        for root in code_folders(mve.path, self.options.code, mve.id):
-            files += [p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".json", ".yaml", ".yml",
-                                                                                          ".csv", ".txt", ".md")]
-        if mve.proposal is not None:
-            files.append(mve.proposal)
-        out = {}
-        for path in files:
-            out[_name(path, mve, self.options)] = path
-        return out
+        """Every file of the MVE a planner reads (notes, code and records of its
+        folders, the proposal), by the name Claude sees: relative to the research folder."""
+        return {_name(path, mve): path for path in mve.source_files()}
 
     def _documents(self, mve: MVE, code: bool = True) -> dict[str, str]:
-        """The MVE's notes and proposal (and with `code`, its code), by name."""
-        paths = list(mve.docs) + ([mve.proposal] if mve.proposal is not None else [])
-        if code:
-            paths += sorted(p for p in mve.path.rglob("*") if p.suffix in (".py", ".json", ".yaml", ".csv"))
-        elif (mve.path / "results.json").is_file():
-            paths.append(mve.path / "results.json")
+        """The MVE's files by name (without `code`: its notes, results and proposal only)."""
         docs = {}
-        for path in paths:
+        for name, path in self._readable(mve).items():
+            if not code and path.suffix == ".py":
+                continue
             try:
-                docs[_name(path, mve, self.options)] = path.read_text(errors="replace")[:MAX_DOC_CHARS]
-            except (OSError, ValueError):
+                docs[name] = path.read_text(errors="replace")[:MAX_DOC_CHARS]
+            except OSError:
                 continue
         return docs
 
 
-def _name(path: Path, mve: MVE, options: ScalerOptions) -> str:
-    """A file as Claude sees it: relative to the folder that holds experiments/, code/ or proposals/."""
-    for top in (mve.path.parent, options.code, mve.proposal.parent if mve.proposal else None):
-        if top is not None:
-            try:
-                return path.resolve().relative_to(top.resolve().parent).as_posix()
-            except ValueError:
-                continue
-    return path.name
+def mve_code_folders(mve: MVE) -> list[Path]:
+    """Where an MVE's code is: code/NNN/, then its own folder (not a folder of
+    flat result files shared by many MVEs)."""
+    return code_folders(mve.code_path, mve.path if mve.layout != "flat" else None)
+
+
+def _name(path: Path, mve: MVE) -> str:
+    root = mve.root or mve.path.parent.parent
+    try:
+        return path.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def _set_staging_aside(staging: Path, transcript: list[dict], why: str) -> Path | None:

@@ -2,9 +2,14 @@
 
 Everything is built in a hidden temporary folder next to the target and renamed
 into place only when complete, so a crash or a refused plan never leaves a
-half-written experiment. A folder that holds `results.json` is a finished
-scaled experiment and is never overwritten; a folder without one is the
-leftover of an attempt that failed, and is replaced.
+half-written experiment. Every folder written here carries our marker
+(`actors.scaler.ownership`). What is already at the target decides:
+
+- a folder holding `results.json` is a finished experiment: never overwritten;
+- a folder without our marker is the user's (scaled by hand, run elsewhere):
+  never deleted, overwritten or moved; writing is refused;
+- a folder of ours without `results.json` is the leftover of a failed attempt:
+  it is set aside (`.NNN_scaled.replaced-<time>`, `set_aside`), not deleted.
 
 Layout: README.md (plan, baselines, success criteria, GPU-hours and cost),
 config.yaml (the TrainSpec), plan.json, train.py (runs it through the training
@@ -20,12 +25,16 @@ import time
 import uuid
 from pathlib import Path
 
+from actors.scaler.ownership import MARKER, OwnershipError, is_ours, set_aside, write_marker
 from actors.scaler.plan import ScalePlan
 from train.estimate import Estimate
 
+__all__ = ["GENERATED", "MARKER", "OwnershipError", "ScaffoldError", "inside", "is_ours", "set_aside",
+           "write_folder", "write_scaled_experiment"]
 
-class ScaffoldError(RuntimeError):
-    """The folder cannot be written (finished experiment in the way, bad path)."""
+
+class ScaffoldError(OwnershipError):
+    """The folder cannot be written (a finished experiment or the user's folder in the way, a bad path)."""
 
 
 TRAIN_PY = '''"""Scaled experiment {name}: {title}
@@ -64,9 +73,6 @@ def main() -> int:
     except SpecError as exc:
         print(f"error: {{exc}}", file=sys.stderr)
         return 2
-    if spec.model.path:  # Ray Train's workers run in another folder: the model file by its full path
-        spec = spec.model_copy(update={{"model": spec.model.model_copy(
-            update={{"path": str((HERE / spec.model.path).resolve())}})}})
     if args.smoke:
         from train.smoke import main as smoke
 
@@ -223,19 +229,19 @@ def write_scaled_experiment(
         "models/README.md": _models_readme(plan, source),
     }
     return write_folder(Path(code_dir), plan.name, files, plan.files, extra_files,
-                        executables=("scripts/run_2gpu.sh", "scripts/eval.sh"))
+                        executables=("scripts/run_2gpu.sh", "scripts/eval.sh"), mve_id=plan.mve_id, planner=planner)
 
 
 def write_folder(code_dir: Path, name: str, generated: dict[str, str], planned: dict[str, str],
-                 ours: dict[str, str] | None = None, executables: tuple[str, ...] = ()) -> Path:
+                 ours: dict[str, str] | None = None, executables: tuple[str, ...] = (), *, mve_id: str,
+                 planner: str) -> Path:
     """code_dir/name with `generated`, the plan's own files (`planned`, which
     may not replace a generated one) and `ours`, all or nothing: built in a
-    hidden folder beside it and renamed into place when complete."""
-    code_dir = code_dir.resolve()
+    hidden folder beside it, marked as ours, and renamed into place when complete."""
+    code_dir = Path(code_dir).resolve()
     code_dir.mkdir(parents=True, exist_ok=True)
     final = code_dir / name
-    if (final / "results.json").exists():
-        raise ScaffoldError(f"{final} is a finished scaled experiment (results.json exists); not overwriting it")
+    _check_target(final)
     clash = sorted(set(planned) & (set(GENERATED) | set(generated) - {"models/README.md", "data/README.md"}))
     if clash:
         raise ScaffoldError(f"the plan's files would replace what the scaffold generates: {', '.join(clash)}")
@@ -248,15 +254,30 @@ def write_folder(code_dir: Path, name: str, generated: dict[str, str], planned: 
             target.write_text(text)
         for script in executables:
             (tmp / script).chmod(0o755)
-        if final.exists():  # a failed attempt's leftovers: replace them
-            stale = code_dir / f".{name}.stale-{int(time.time())}"
-            os.replace(final, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(tmp, final)
+        write_marker(tmp, mve_id=mve_id, planner=planner)  # last: a plan's files cannot replace it
+        if final.exists() or final.is_symlink():
+            _check_target(final)  # again: the folder may have appeared while we wrote
+            set_aside(final, "replaced")  # a failed attempt of ours: kept aside, not deleted
+        # os.rename onto an existing non-empty folder fails: a folder that appears
+        # in this instant is never replaced.
+        os.rename(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, never visible as an experiment
         raise
     return final
+
+
+def _check_target(final: Path) -> None:
+    """Refuse to write over a finished experiment or a folder that is not ours."""
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise ScaffoldError(f"{final} exists and is not a folder of ours; it is left as it is")
+    if not final.exists():
+        return
+    if (final / "results.json").exists():
+        raise ScaffoldError(f"{final} is a finished scaled experiment (results.json exists); not overwriting it")
+    if not is_ours(final):
+        raise ScaffoldError(f"{final} was not written by ray-autoresearch (no {MARKER}): it is yours and is left "
+                            "as it is (scaled by hand); move it away to scale this MVE here")
 
 
 def inside(root: Path, rel: str) -> Path:

@@ -1,15 +1,22 @@
-"""What an MVE's results say: the verdict, whether its success criteria were
-met, and whether a critical blocker is recorded. Pure functions of markdown text.
+"""What an MVE's results say its verdict is. Pure functions of text and data.
 
 Research notes are written by people and LLMs in many styles, so the parser is
 deliberately forgiving about *form* (case, markdown emphasis, emoji, tables,
-headings) and deliberately conservative about *meaning*: a negative phrase
-anywhere in a verdict beats a positive one, because scaling a failed MVE by
-mistake costs GPU hours while skipping a good one costs a re-run of `scan`.
+headings, front matter, fenced YAML/JSON decision records) and deliberately
+conservative about *meaning*: a negative phrase anywhere in a verdict beats a
+positive one, because scaling a failed MVE by mistake costs GPU hours while
+skipping a good one costs a re-run of `scan`.
 
-    parse_verdict(text) -> Verdict("positive" | "negative" | "unknown", evidence, source)
-    success_criteria_met(text) -> (met, reason)
-    critical_blocker(text) -> the line recording one, or None
+Labels: positive (PROCEED, "PROCEED (with caveats)", SUCCESS, Go, Scale up, SHIP
+IT), negative (ABANDON, "DO NOT PROCEED", KILL, "⚠️ DEBUG", FAIL, Stop, on hold),
+ambiguous (the author did not decide: "Mixed", "inconclusive", "unclear"),
+pending ("TBD", "Awaiting results", "Pending the full run"), unknown (no verdict).
+
+    parse_verdict(text) -> Verdict(label, evidence, source)
+    structured_verdict(data, source) -> Verdict | None     # `verdict:` in results.json/yaml, front matter
+    document_verdicts(text, source) -> the structured verdicts inside a markdown file
+
+How criteria and blockers are read is `actors.scaler.criteria`.
 """
 
 from __future__ import annotations
@@ -18,11 +25,26 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-# Markdown emphasis. Masked to spaces (not removed) so that match positions in
-# the masked line are positions in the original line, and evidence can be cut
-# from what the author wrote.
-_EMPHASIS = "*_~`"
-_MASK = str.maketrans({c: " " for c in _EMPHASIS} | {"\u2019": "'", "\u2018": "'"})
+from actors.scaler.markdown import (
+    CHECKBOX_RE,
+    NEGATIVE_MARKS,
+    POSITIVE_MARKS,
+    evidence,
+    fenced_data,
+    heading_level,
+    hypothetical,
+    mark_span,
+    mask,
+    negated,
+    prose_lines,
+    section,
+    split_front_matter,
+)
+
+Label = Literal["positive", "negative", "ambiguous", "pending", "unknown"]
+# When one line holds several, the first of these wins: a "DO NOT" beats a
+# "PROCEED", an undecided word beats a decided one.
+_PRECEDENCE = ("negative", "ambiguous", "pending", "positive")
 
 # --- the vocabulary of verdicts ----------------------------------------------
 
@@ -31,8 +53,10 @@ _POSITIVE_RE = re.compile(
     # "success criteria", "success rate" ... name a measure, not an outcome.
     r"|\bsuccess(?!\s+(?:criteri|metric|rate|threshold|condition|measure|definition))\b"
     r"|\bsuccessful(?:ly)?\b|\bsucceed(?:s|ed)?\b"
-    r"|\bscal(?:e|ing)[\s-]*up\b"
-    r"|\bworth\s+scaling\b|\bready\s+(?:to|for)\s+scal(?:e|ing)\b|\bgreen[\s-]+light\b",
+    r"|\bscal(?:e|ing)[\s-]*(?:(?:it|this|that|them)\s+)?up\b|\b(?:recommend|ready\s+to|ready\s+for|go\s+ahead\s+and)\s+scal(?:e|ing)\b"
+    r"|^\W*scale\s+(?:it\s+)?(?:to|up)\b"
+    r"|\bworth\s+(?:scaling|it|pursuing|continuing)\b|\bgreen[\s-]+light\b|\bship\s+it\b|\bgo\s+ahead\b"
+    r"|\bpursue\b|\bpositive\s+result\b|\b(?:it|this|idea|approach|change|trick)\s+(?:clearly\s+|really\s+)?works\b",
     re.IGNORECASE,
 )
 
@@ -48,38 +72,45 @@ _NEGATIVE_RES = [
         r"\babandon(?:s|ed|ing|ment)?\b",
         r"\bno[\s-]+go\b",
         r"\breject(?:s|ed)?\b",
-        r"\binconclusive\b",
+        r"\bkill(?:ed)?\b",
+        r"\bdebug(?:ging)?\b",
+        r"\bon\s+hold\b|\bshelve[ds]?\b|\bpark(?:ed)?\b",
+        r"\bneeds?\s+(?:more\s+)?(?:debugging|investigation|work|fixing|seeds?|runs?|data|evidence|experiments?)\b",
+        r"\bnegative\s+result\b",
+        r"\brevert(?:ed)?\b|\broll(?:ed)?\s+back\b",
         r"\bnot\s+scalable\b",
         r"\b(?:do\s+not|does\s+not|don't|dont|not|never|cannot|can't|should\s+not|shouldn't|will\s+not|won't)"
         r"\s+(?:be\s+)?scal(?:e|ed|ing)\b",
     )
 ]
-
-_POSITIVE_MARKS = "\u2705\u2714\u2611\U0001f680\U0001f44d\U0001f7e2\U0001f7e9"  # ✅ ✔ ☑ 🚀 👍 🟢 🟩
-_NEGATIVE_MARKS = "\u274c\u2717\u2718\u2716\u26d4\U0001f6d1\U0001f6ab\U0001f44e\U0001f534"  # ❌ ✗ ✘ ✖ ⛔ 🛑 🚫 👎 🔴
+# The author did not decide; the scan says so instead of guessing.
+_AMBIGUOUS_RE = re.compile(
+    r"\bmixed\b|\binconclusive\b|\bunclear\b|\bundecided\b|\bno\s+clear\s+(?:signal|winner|call|verdict)\b"
+    r"|\b(?:too\s+(?:early|noisy)|hard)\s+to\s+(?:tell|call|say)\b|\bcan'?t\s+tell\b",
+    re.IGNORECASE,
+)
+# The results are not in yet.
+_PENDING_RE = re.compile(
+    r"\bTBD\b|\bTBC\b|\bto\s+be\s+(?:decided|determined|confirmed)\b|\bpending\b|\bawaiting\b"
+    r"|\bwaiting\s+(?:on|for)\b|\bin\s+progress\b|\bstill\s+running\b|\bnot\s+yet\s+(?:run|decided|known|in)\b"
+    r"|^\W*running\b|\bnot\s+yet\b",
+    re.IGNORECASE,
+)
 
 # Words that count only when they are the whole verdict ("Decision: GO"); in
 # prose they mean something else ("negative log-likelihood", "go to step 3").
-_BARE_POSITIVE = {"go", "positive", "pass", "passed", "yes"}
-_BARE_NEGATIVE = {"negative", "nogo", "no", "stop", "drop", "dropped", "killed"}
-
-# A negator shortly before a phrase flips it: "not successful", "do not proceed",
-# "no failures", "did not fail".
-_NEGATOR_RE = re.compile(
-    r"(?:\b(?:not|no|never|neither|nor|cannot|without|zero|nothing|dont|wont|cant|didnt|shouldnt|isnt|wasnt)\b"
-    r"|n't\b|\b0\b)",
-    re.IGNORECASE,
-)
-_AUX_BEFORE_RE = re.compile(r"\b(?:do|does|did|should|would|will|could|can|must|shall|may|might)\s+$", re.IGNORECASE)
-# "If recall >= 0.9, PROCEED; otherwise DO NOT PROCEED" is a decision rule, not a verdict.
-_SENTENCE_BREAK = re.compile(r"[.!?;](?=\s|$)")
-_HYPOTHETICAL_RE = re.compile(r"\b(?:if|unless|whether|otherwise|in\s+case)\b", re.IGNORECASE)
-_CLAUSE_BREAK = re.compile(r"[,;:.!?()\[\]|\u2014\u2013]|\s-\s")
-_NEGATION_WINDOW_WORDS = 4
+_BARE = {
+    "positive": {"go", "positive", "pass", "passed", "yes", "ship", "approved", "accept", "accepted", "continue",
+                 "scale", "scaleup", "scaleit"},
+    "negative": {"negative", "nogo", "no", "stop", "drop", "dropped", "killed", "kill", "hold", "revise",
+                 "iterate", "rerun", "investigate", "archive", "archived", "wontfix"},
+    "pending": {"tbd", "tbc", "wip", "running", "queued", "open"},
+}
 
 # Upper-case verdict words stand out in prose as the author's verdict.
 _SHOUTED_RE = re.compile(
-    r"\b(?:PROCEED(?:ED|ING)?|SUCCESS(?:FUL)?|UNSUCCESSFUL|FAIL(?:S|ED|URE)?|ABANDON(?:ED)?|SCALE[\s-]*UP)\b"
+    r"\b(?:PROCEED(?:ED|ING)?|SUCCESS(?:FUL)?|UNSUCCESSFUL|FAIL(?:S|ED|URE)?|ABANDON(?:ED)?|SCALE[\s-]*UP"
+    r"|KILL(?:ED)?|DEBUG|SHIP\s+IT|NO[\s-]GO)\b"
 )
 _FILLER_WORDS = {
     "final", "overall", "verdict", "decision", "result", "status", "outcome",
@@ -87,212 +118,126 @@ _FILLER_WORDS = {
 }
 
 # "Verdict: ...", "**Decision:** ...", "| Verdict | PROCEED |", "## Verdict".
-_LABELS = r"verdict|decision|recommendation|conclusions?|outcome|result|status"
+_LABELS = (r"verdict|decision|recommendation|conclusions?|outcome|result|status|summary|tl;?dr|bottom\s+line|call"
+           r"|takeaways?|next(?:\s+steps?)?|go[\s/-]*no[\s-]*go")
 _LABEL_START_RE = re.compile(
     rf"^[^\w]*(?:final\s+|overall\s+|mve\s+)?(?P<label>{_LABELS})\s*(?:\([^)]*\))?"
     # A separator, or a space then an emoji ("## Verdict ✅ PROCEED").
-    r"(?:\s*(?:[:=|\u2014\u2013]|-\s)|\s+-\s|\s+(?=[^\w\s]))(?P<value>.*)$",
+    r"(?:\s*(?:[:=|\u2014\u2013]|-\s)|\s+-\s|\s+(?=[^\w\s])|(?<=tl;dr)\s+|(?<=tldr)\s+)(?P<value>.*)$",
     re.IGNORECASE,
 )
 _LABEL_MID_RE = re.compile(r"\b(?P<label>verdict|decision|recommendation)\s*:(?P<value>.*)$", re.IGNORECASE)
-# Run states, not judgements: "Status: done ✅" must not read as PROCEED, so
-# these labels need a verdict *word*.
+# Run states, not judgements: "Status: done ✅" and "**Result**: ✅ Success" (a
+# smoke test) must not read as PROCEED, so these labels need a verdict *word*,
+# and a positive word alone does not count.
 _STRICT_LABELS = {"status", "result"}
-_SECTION_LABELS = {"verdict", "decision", "recommendation", "conclusion", "conclusions", "outcome"}
+_SECTION_LABELS = {"verdict", "decision", "recommendation", "conclusion", "conclusions", "outcome", "summary",
+                   "tl;dr", "tldr", "bottom line", "takeaway", "takeaways"}
 _LABEL_ONLY_RE = re.compile(
     rf"^[^\w]*(?:final\s+|overall\s+|mve\s+)?({_LABELS})\s*(?:\([^)]*\))?\s*[:\-\u2014\u2013]?[^\w]*$",
     re.IGNORECASE,
 )
-
-_HEADING_RE = re.compile(r"^\s{0,3}(#{1,6})\s+(.*)$")
-_FENCE_RE = re.compile(r"^\s*(```|~~~)")
-_CHECKBOX_RE = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+\[( |x|X)\]\s*(.*)$")
+# A heading naming a verdict section with decoration around it: "## 🎯 Verdict", "## Decision (2024-06-05)".
+_SECTION_HEADING_RE = re.compile(r"^\W*(?:final\s+|overall\s+)?(verdict|decision|recommendation|conclusions?|outcome"
+                                 r"|go[\s/-]*no[\s-]*go|tl;?dr|bottom\s+line|takeaways?)\b",
+                                 re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Verdict:
-    label: Literal["positive", "negative", "unknown"]
+    label: Label
     evidence: str = ""  # the phrase (or emoji) that decided it, as written
     source: str = ""  # the file it came from
 
 
-# --- reading markdown ----------------------------------------------------------
+# --- one line ---------------------------------------------------------------------
 
 
-def _prose_lines(text: str) -> list[str]:
-    """The document's lines with fenced code blocks blanked: logs and code in
-    fences ("FAILED to connect") are not the author's verdict. Blanking instead
-    of dropping keeps line numbers, and so sections, intact."""
-    out, in_fence = [], False
-    for line in text.splitlines():
-        if _FENCE_RE.match(line):
-            in_fence = not in_fence
-            out.append("")
-            continue
-        out.append("" if in_fence else line)
-    return out
-
-
-def _heading_level(line: str) -> int | None:
-    m = _HEADING_RE.match(line)
-    return len(m.group(1)) if m else None
-
-
-def _is_label_line(line: str) -> bool:
-    """A bold-only line ("**Blockers**") or a bare "Label:" line acts as a heading."""
-    s = line.strip()
-    if not s:
-        return False
-    if re.fullmatch(r"(\*\*|__)[^*_]+(\*\*|__):?", s):
-        return True
-    return bool(re.fullmatch(r"[A-Za-z][\w\s/()-]{0,60}:", s))
-
-
-def _section(lines: list[str], start: int) -> list[str]:
-    """The body under the heading or label line at `start`, up to the next
-    heading of the same or a higher level (or any heading / label line, for a
-    label line)."""
-    level = _heading_level(lines[start])
-    body = []
-    for line in lines[start + 1:]:
-        lv = _heading_level(line)
-        if lv is not None and (level is None or lv <= level):
-            break
-        if level is None and _is_label_line(line):
-            break
-        body.append(line)
-    return body
-
-
-# --- verdicts -------------------------------------------------------------------
-
-
-def _negated(masked: str, start: int) -> tuple[bool, int]:
-    """Whether a negator sits in the same clause within a few words before
-    `start`; also where the negation (with its auxiliary verb) begins."""
-    before = masked[:start]
-    breaks = list(_CLAUSE_BREAK.finditer(before))
-    clause_start = breaks[-1].end() if breaks else 0
-    clause = before[clause_start:]
-    words = list(re.finditer(r"\S+", clause))[-_NEGATION_WINDOW_WORDS:]
-    if not words:
-        return False, start
-    window_start = clause_start + words[0].start()
-    negs = list(_NEGATOR_RE.finditer(masked, window_start, start))
-    if not negs:
-        return False, start
-    # Begin the evidence at the word holding the negator ("don't", "not").
-    neg_start = negs[0].start()
-    while neg_start > 0 and not masked[neg_start - 1].isspace():
-        neg_start -= 1
-    aux = _AUX_BEFORE_RE.search(masked[clause_start:neg_start])
-    if aux:
-        neg_start = clause_start + aux.start()
-    return True, neg_start
-
-
-def _hypothetical(masked: str, start: int) -> bool:
-    breaks = list(_SENTENCE_BREAK.finditer(masked, 0, start))
-    sentence = masked[breaks[-1].end() if breaks else 0:start]
-    return bool(_HYPOTHETICAL_RE.search(sentence))
-
-
-def _evidence(line: str, start: int, end: int) -> str:
-    """The phrase as written, with balanced emphasis around it ("**PROCEED**")."""
-    left = start
-    while left > 0 and line[left - 1] in _EMPHASIS:
-        left -= 1
-    right = end
-    while right < len(line) and line[right] in _EMPHASIS:
-        right += 1
-    if line[left:start] != line[end:right][::-1]:
-        left, right = start, end
-    return line[left:right].strip()
-
-
-def _mark_span(line: str, idx: int) -> tuple[int, int]:
-    end = idx + 1
-    if end < len(line) and line[end] == "\ufe0f":  # emoji variation selector
-        end += 1
-    return idx, end
-
-
-def _classify(line: str, bare_ok: bool = False, marks_ok: bool = True) -> tuple[str, str] | None:
-    """("positive"|"negative", evidence) for one line, negatives winning, or None.
+def _classify(line: str, bare_ok: bool = False, marks_ok: bool = True, strict: bool = False) -> tuple[str, str] | None:
+    """(label, evidence) for one line, by _PRECEDENCE, or None.
 
     `bare_ok`: the line is a verdict's value, so a lone "GO" or "negative"
-    counts. `marks_ok`: an emoji alone (✅, ❌) counts.
+    counts. `marks_ok`: an emoji alone (✅, ❌) counts. `strict`: a run state
+    ("Status:", "Result:"), where only a negative, undecided or pending word
+    is a verdict.
     """
-    masked = line.translate(_MASK)
-    negatives: list[tuple[int, int]] = []
-    positives: list[tuple[int, int]] = []
+    masked = mask(line)
+    found: dict[str, list[tuple[int, int]]] = {k: [] for k in _PRECEDENCE}
     for pattern in _NEGATIVE_RES:
         for m in pattern.finditer(masked):
-            if _hypothetical(masked, m.start()):
+            if hypothetical(masked, m.start()):
                 continue
-            flipped, _ = _negated(masked, m.start())
+            flipped, _ = negated(masked, m.start())
             if not flipped:  # "no failures", "did not fail" are good news
-                negatives.append((m.start(), m.end()))
-    for m in _POSITIVE_RE.finditer(masked):
-        if _hypothetical(masked, m.start()):
-            continue
-        flipped, neg_start = _negated(masked, m.start())
-        if flipped:
-            negatives.append((neg_start, m.end()))
-        else:
-            positives.append((m.start(), m.end()))
-    if not negatives and not positives and bare_ok:
+                found["negative"].append((m.start(), m.end()))
+    for label, pattern in (("ambiguous", _AMBIGUOUS_RE), ("pending", _PENDING_RE)):
+        for m in pattern.finditer(masked):
+            if not hypothetical(masked, m.start()) and not negated(masked, m.start())[0]:
+                found[label].append((m.start(), m.end()))
+    if not strict:
+        for m in _POSITIVE_RE.finditer(masked):
+            if hypothetical(masked, m.start()):
+                continue
+            start = m.start() + re.match(r"\W*", m.group(0)).end()  # "^\W*scale to" starts at "scale"
+            flipped, neg_start = negated(masked, start)
+            if flipped:
+                found["negative"].append((neg_start, m.end()))
+            else:
+                found["positive"].append((start, m.end()))
+    for label in _PRECEDENCE:
+        if found[label]:
+            s, e = min(found[label])
+            return label, evidence(line, s, e)
+    if bare_ok:
         bare = re.sub(r"[^a-z]", "", masked.lower())
-        if bare in _BARE_NEGATIVE:
-            return "negative", line.strip().strip(_EMPHASIS).strip()
-        if bare in _BARE_POSITIVE:
-            return "positive", line.strip().strip(_EMPHASIS).strip()
-    if negatives:
-        s, e = min(negatives)
-        return "negative", _evidence(line, s, e)
-    if positives:
-        s, e = min(positives)
-        return "positive", _evidence(line, s, e)
+        for label, words in _BARE.items():
+            if bare in words and not (strict and label == "positive"):
+                return label, re.sub(r"\s+", " ", re.sub(r"[*_`~|]", " ", line)).strip()
     if not marks_ok:
         return None
-    for i, ch in enumerate(line):
-        if ch in _NEGATIVE_MARKS:
-            s, e = _mark_span(line, i)
-            return "negative", line[s:e]
-    for i, ch in enumerate(line):
-        if ch in _POSITIVE_MARKS:
-            s, e = _mark_span(line, i)
-            return "positive", line[s:e]
+    for label, marks in (("negative", NEGATIVE_MARKS), ("positive", POSITIVE_MARKS)):
+        for i, ch in enumerate(line):
+            if ch in marks:
+                s, e = mark_span(line, i)
+                return label, line[s:e]
     return None
 
 
 def _decide(found: list[tuple[str, str]]) -> tuple[str, str] | None:
-    """Negatives win; otherwise the first positive."""
-    for label, evidence in found:
-        if label == "negative":
-            return label, evidence
-    return found[0] if found else None
+    """By _PRECEDENCE across lines: a negative anywhere wins; otherwise the first
+    of the best label found."""
+    for label in _PRECEDENCE:
+        for got, ev in found:
+            if got == label:
+                return got, ev
+    return None
+
+
+# --- a document -------------------------------------------------------------------
 
 
 def _verdict_lines(lines: list[str]) -> list[tuple[str, str]]:
     """Verdicts stated on a labelled line, or in the section under a verdict heading."""
     found = []
     for i, line in enumerate(lines):
-        masked = line.translate(_MASK)
+        masked = mask(line)
         m = _LABEL_START_RE.match(masked) or _LABEL_MID_RE.search(masked)
         if m:
-            strict = m.group("label").lower() in _STRICT_LABELS
-            hit = _classify(line[m.start("value"):], bare_ok=not strict, marks_ok=not strict)
+            label = re.sub(r"\s+", " ", m.group("label").lower())
+            strict = label in _STRICT_LABELS
+            hit = _classify(line[m.start("value"):], bare_ok=True, marks_ok=not strict, strict=strict)
             if hit:
                 found.append(hit)
                 continue
         only = _LABEL_ONLY_RE.match(masked)
-        if only and only.group(1).lower() in _SECTION_LABELS:
+        heading = heading_level(line) is not None and _SECTION_HEADING_RE.match(re.sub(r"^\s*#+\s*", "", masked))
+        if (only and only.group(1).lower() in _SECTION_LABELS) or heading:
             # "## Verdict" then the verdict on the next line(s) of its section.
-            for body_line in _section(lines, i):
-                if _CHECKBOX_RE.match(body_line):
-                    continue
-                hit = _classify(body_line, bare_ok=True)
+            for body_line in section(lines, i):
+                box = CHECKBOX_RE.match(body_line)
+                if box and box.group(1) == " ":
+                    continue  # an option not chosen ("- [ ] Abandon")
+                hit = _classify(box.group(2) if box else body_line, bare_ok=True)
                 if hit:
                     found.append(hit)
                     break
@@ -313,13 +258,17 @@ def _standalone_words(lines: list[str]) -> list[tuple[str, str]]:
     or alone on their line. Lower-case prose ("the success of GQA") is not a verdict."""
     found = []
     for line in lines:
-        if not line.strip() or _CHECKBOX_RE.match(line):
-            continue  # checklist items are criteria, judged by success_criteria_met
-        masked = line.translate(_MASK)
+        if not line.strip() or CHECKBOX_RE.match(line):
+            continue  # checklist items are criteria, judged by the criteria reader
+        masked = mask(line)
         alone = _verdict_only(masked)
-        if _heading_level(line) is not None and not alone:
-            continue  # "### FAILED RUNS" names a section, it is not a verdict
-        if alone or _SHOUTED_RE.search(line):
+        if heading_level(line) is not None and not alone:
+            # "### FAILED RUNS" names a section; "## ❌ Not worth scaling" (a mark and a verdict phrase) states one.
+            hit = _classify(line, marks_ok=False)
+            if hit and any(c in line for c in POSITIVE_MARKS + NEGATIVE_MARKS):
+                found.append(hit)
+            continue
+        if alone or _SHOUTED_RE.search(masked):
             hit = _classify(line)
             if hit:
                 found.append(hit)
@@ -328,7 +277,7 @@ def _standalone_words(lines: list[str]) -> list[tuple[str, str]]:
 
 def parse_decision(text: str) -> tuple[tuple[str, str] | None, bool]:
     """(decision, came_from_a_verdict_line)."""
-    lines = _prose_lines(text)
+    lines = prose_lines(text)
     decided = _decide(_verdict_lines(lines))
     if decided:
         return decided, True
@@ -336,7 +285,7 @@ def parse_decision(text: str) -> tuple[tuple[str, str] | None, bool]:
 
 
 def parse_verdict(text: str, source: str = "") -> Verdict:
-    """The verdict a results document states.
+    """The verdict a results document states in its prose.
 
     A verdict line ("Verdict: ...", "**Decision:** ...", a "## Verdict" heading
     and the line under it) takes precedence; without one, standalone verdict
@@ -350,158 +299,76 @@ def parse_verdict(text: str, source: str = "") -> Verdict:
 
 def combine_verdicts(parsed: list[tuple[tuple[str, str] | None, bool, str]]) -> Verdict:
     """One verdict from several documents: verdict lines before standalone
-    words, and a negative in any document wins."""
+    words, and by _PRECEDENCE within them (a negative in any document wins)."""
     for from_line in (True, False):
         tier = [(d, src) for d, line, src in parsed if d is not None and line == from_line]
-        for (label, evidence), src in tier:
-            if label == "negative":
-                return Verdict("negative", evidence, src)
-        if tier:
-            (label, evidence), src = tier[0]
-            return Verdict(label, evidence, src)
+        for label in _PRECEDENCE:
+            for (got, ev), src in tier:
+                if got == label:
+                    return Verdict(got, ev, src)
     return Verdict("unknown", "", parsed[0][2] if parsed else "")
 
 
-# --- success criteria and blockers -----------------------------------------------
+# --- structured verdicts --------------------------------------------------------
 
-_CRITERIA_HEADING_RE = re.compile(r"\b(?:success|acceptance|exit|pass)\s+criteri(?:a|on)\b|^\W*criteria\W*$", re.IGNORECASE)
-_UNMET_RE = re.compile(
-    r"\bnot\s+(?:(?:all|yet|fully|been)\s+)*(?:met|achieved|reached)\b|\bunmet\b|\bmissed\b|\bpartial(?:ly)?\b"
-    r"|\bfail(?:s|ed|ure)?\b",
-    re.IGNORECASE,
-)
-_MET_RE = re.compile(r"\bmet\b|\bachieved\b|\bpass(?:ed)?\b", re.IGNORECASE)
+_VERDICT_KEYS = ("verdict", "decision", "recommendation", "outcome", "conclusion")
+_BOOL_KEYS = ("proceed", "scale", "scalable", "scale_up", "go")
+_NESTED_KEYS = ("summary", "result", "results", "meta", "metadata", "conclusion", "decision_record")
 
 
-def _unmet(line: str) -> bool:
-    """A ❌, or "not met" / "FAIL" that is not itself negated ("no runs failed")."""
-    if any(c in line for c in _NEGATIVE_MARKS):
-        return True
-    masked = line.translate(_MASK)
-    return any(not _negated(masked, m.start())[0] for m in _UNMET_RE.finditer(masked))
+def structured_verdict(data: dict, source: str = "") -> Verdict | None:
+    """The verdict a machine-readable record states: `verdict:` (or decision,
+    recommendation, outcome) at the top or one level down (`summary.verdict`),
+    or a boolean `proceed:` / `scalable:`. `status:` counts only with a verdict
+    word ("abandoned"), never a run state ("complete")."""
+    if not isinstance(data, dict):
+        return None
+    keys = {str(k).lower(): k for k in data}
+    for name in _VERDICT_KEYS:
+        value = data.get(keys[name]) if name in keys else None
+        if isinstance(value, str):
+            hit = _classify(value, bare_ok=True)
+            if hit:
+                return Verdict(hit[0], f"{keys[name]}: {value}", source)
+        if isinstance(value, dict):  # decision: {label: GO, by: rk}
+            inner = {str(k).lower(): v for k, v in value.items()}
+            for sub in ("label", "value", "verdict", "decision", "call", "status"):
+                if isinstance(inner.get(sub), str) and (hit := _classify(inner[sub], bare_ok=True)):
+                    return Verdict(hit[0], f"{keys[name]}.{sub}: {inner[sub]}", source)
+    for name in _BOOL_KEYS:
+        if name in keys and isinstance(data[keys[name]], bool):
+            return Verdict("positive" if data[keys[name]] else "negative", f"{keys[name]}: {data[keys[name]]}",
+                           source)
+    if "status" in keys and isinstance(data[keys["status"]], str):
+        hit = _classify(data[keys["status"]], bare_ok=True, marks_ok=False, strict=True)
+        if hit:
+            return Verdict(hit[0], f"{keys['status']}: {data[keys['status']]}", source)
+    for name in _NESTED_KEYS:
+        if name in keys and isinstance(data[keys[name]], dict):
+            inner = structured_verdict(data[keys[name]], source)
+            if inner is not None:
+                return Verdict(inner.label, f"{keys[name]}.{inner.evidence}", source)
+    return None
 
 
-def _criteria_section_starts(lines: list[str]) -> list[int]:
-    starts = []
-    for i, line in enumerate(lines):
-        masked = line.translate(_MASK)
-        if not _CRITERIA_HEADING_RE.search(masked):
-            continue
-        if _heading_level(line) is not None or _is_label_line(line) or re.match(
-            r"^[^\w]*(?:success|acceptance)\s+criteri(?:a|on)\s*:?\s*$", masked, re.IGNORECASE
-        ):
-            starts.append(i)
-    return starts
+def document_verdicts(text: str, source: str = "") -> list[Verdict]:
+    """The structured verdicts inside a markdown document: its front matter and
+    its fenced ```yaml / ```json decision records."""
+    front, _ = split_front_matter(text)
+    found = []
+    for data in ([front] if front else []) + fenced_data(text):
+        v = structured_verdict(data, source)
+        if v is not None:
+            found.append(v)
+    return found
 
 
-def success_criteria_met(text: str) -> tuple[bool, str]:
-    """(met, reason). Under a success-criteria heading, an unchecked box, a ❌
-    or an explicit "not met" means not met; a "success criteria not met"
-    statement anywhere does too. No section at all is fine."""
-    lines = _prose_lines(text)
-    starts = _criteria_section_starts(lines)
-    checked = total = 0
-    for start in starts:
-        # "Success criteria: not met" on the heading line itself.
-        heading_value = lines[start].split(":", 1)[1] if ":" in lines[start] else ""
-        if _unmet(heading_value):
-            return False, f"success criteria not met ({lines[start].strip()!r})"
-        for line in _section(lines, start):
-            if not line.strip():
-                continue
-            box = _CHECKBOX_RE.match(line)
-            if box:
-                total += 1
-                if box.group(1) == " ":
-                    return False, f"success criteria not met (unchecked: {line.strip()!r})"
-                checked += 1
-                continue
-            if _unmet(line):
-                return False, f"success criteria not met ({line.strip()!r})"
-            if any(c in line for c in _POSITIVE_MARKS) or _MET_RE.search(line.translate(_MASK)):
-                total += 1
-                checked += 1
-    for line in lines:
-        masked = line.translate(_MASK)
-        m = _NEGATIVE_RES[0].search(masked)
-        if m and not _negated(masked, m.start())[0] and not _hypothetical(masked, m.start()):
-            return False, f"success criteria not met ({line.strip()!r})"
-    if not starts:
-        return True, "no success-criteria section"
-    if total:
-        return True, f"success criteria met ({checked}/{total})"
-    return True, "success criteria met"
-
-
-_BLOCKER_WORD_RE = re.compile(r"(?<![\w-])blocker(?:s)?\b|\bBLOCKED\b|\bblocking\b", re.IGNORECASE)
-_BLOCKER_CLEAR_RE = re.compile(
-    r"\b(?:none|n/?a|nil|resolved|fixed|mitigated|cleared|unblocked|non[\s-]*critical|minor)\b"
-    r"|\bno\s+(?:critical\s+|known\s+|open\s+)?block(?:ers?|ing)\b|^\W*-\W*$",
-    re.IGNORECASE,
-)
-_BLOCKER_HEADING_RE = re.compile(r"(?<![\w-])(?:critical\s+)?blockers?\b|^\W*blocked\W*$", re.IGNORECASE)
-_BLOCKER_LABEL_RE = re.compile(
-    r"^[^\w]*(?:critical\s+|open\s+|known\s+)*blockers?\s*(?:\([^)]*\))?\s*[:\u2014\u2013=|-]\s*(.*)$"
-    r"|^[^\w]*status\s*:\s*(blocked\b.*)$",
-    re.IGNORECASE,
-)
-
-
-_LIST_ITEM_RE = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+|^\s*\|")
-
-
-def _section_items(body: list[str]) -> list[str]:
-    """The entries of a section: its list items (or table rows) when it has
-    any, else its first paragraph. Prose after a list ("Recommendation: ...")
-    is not an entry."""
-    items = [line for line in body if _LIST_ITEM_RE.match(line)]
-    if items:
-        return items
-    para: list[str] = []
-    for line in body:
-        if line.strip():
-            para.append(line)
-        elif para:
-            break
-    return para
-
-
-def _is_open_blocker(text: str) -> bool:
-    t = text.translate(_MASK).strip()
-    if not re.search(r"\w", t):
-        return False
-    if _BLOCKER_CLEAR_RE.search(t) or re.match(r"^\s*~~", text.strip()):
-        return False
-    box = _CHECKBOX_RE.match(text)
-    return not (box and box.group(1) != " ")  # a ticked box is a resolved blocker
-
-
-def critical_blocker(text: str) -> str | None:
-    """The first line recording an open critical blocker, or None.
-
-    "Blocker: ...", "Critical blocker: ...", "Status: BLOCKED ...", or any item
-    under a "Blockers" heading count, unless they say none / n/a / resolved.
-    """
-    lines = _prose_lines(text)
-    for i, line in enumerate(lines):
-        masked = line.translate(_MASK)
-        if not _BLOCKER_WORD_RE.search(masked):
-            continue
-        is_heading = _heading_level(line) is not None or _is_label_line(line)
-        if is_heading and _BLOCKER_HEADING_RE.search(masked) and not _BLOCKER_CLEAR_RE.search(masked):
-            value = masked.split(":", 1)[1] if ":" in masked else ""
-            if _is_open_blocker(value):
-                return line.strip()
-            for item in _section_items(_section(lines, i)):
-                if _is_open_blocker(item):
-                    return item.strip()
-            continue
-        label = _BLOCKER_LABEL_RE.match(masked)
-        if label:
-            value = label.group(1) if label.group(1) is not None else label.group(2)
-            if _is_open_blocker(value):
-                return line.strip()
-            continue
-        if re.search(r"\bcritical\s+blocker\b|\bBLOCKED\b", line.translate(_MASK)) and _is_open_blocker(line):
+def pending_words(text: str) -> str | None:
+    """The first line of a document that says its results are not in yet
+    ("Awaiting results...", "Deploying to Modal"), for notes; None."""
+    for line in prose_lines(text):
+        masked = mask(line)
+        if _PENDING_RE.search(masked) or re.search(r"\bdeploying\b|\blaunched\b|\bqueued\b|\bETA\b", masked,
+                                                  re.IGNORECASE):
             return line.strip()
     return None

@@ -11,6 +11,11 @@ and a command line:
 
 Both talk to the running actor when a cluster is up, and to the Parquet file
 directly when none is.
+
+With a storage (`connect_tracker(storage=...)`, else $RAY_AUTORESEARCH_STORAGE),
+every committed snapshot is also copied there, in the background and at most
+every `copy_interval_s`, so a claim never waits for the network; a tracker that
+starts without a local snapshot (its head node was lost) restores from that copy.
 """
 
 from __future__ import annotations
@@ -28,14 +33,18 @@ from typing import Any
 
 from actors.shared import metrics
 from actors.tracker.owners import owner_is_gone
-from actors.tracker.store import SnapshotStore, StateLockedError, StatePathError, check_state_path
+from actors.tracker.store import SnapshotCopy, SnapshotStore, StateLockedError, StatePathError, check_state_path
 from actors.tracker.rules import DEFAULT_TTL_S, Claim, LeaseState, LeaseTable
+from train.storage import StorageError, parse_storage, resolve_storage
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "ray-autoresearch"
 ACTOR_NAME = "work_tracker"
 DEFAULT_SWEEP_INTERVAL_S = 60.0
+# At most one upload of the snapshot to the storage this often: what a lost head
+# node can take with it is the claims of the last few seconds.
+DEFAULT_COPY_INTERVAL_S = 2.0
 STATE_ENV = "RAY_AUTORESEARCH_STATE"
 
 
@@ -57,18 +66,25 @@ class WorkTracker:
         state_path: str,
         ttl_s: float = DEFAULT_TTL_S,
         sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+        storage: str | None = None,
+        copy_interval_s: float = DEFAULT_COPY_INTERVAL_S,
     ):
         self.store = SnapshotStore(state_path)
+        self.copy = SnapshotCopy(parse_storage(storage), self.store.path.name) if storage else None
+        self.copy_interval_s = float(copy_interval_s)
+        self.copies = 0
+        self.copied_commits = 0  # every commit up to this one is in the storage's copy
+        self.copy_error: str | None = None
         # A restarted actor may briefly overlap the old process's exit.
         self.store.lock(wait_s=30.0)
-        loaded = self.store.load()
+        loaded = self.store.load(copy=self.copy)
         self.loaded_from = loaded.source
         self.namespace = _my_namespace()
         live_before = sum(r.live for r in loaded.records)
         self.table = LeaseTable.restore(loaded.records, loaded.next_token, ttl_s=ttl_s, owner_gone=self._owner_gone)
         dead = live_before - sum(r.live for r in self.table.list_claims(LeaseState.CLAIMED))
         self.sweep_interval_s = float(sweep_interval_s)
-        if loaded.source in ("previous", "recovered") or dead:
+        if loaded.source in ("previous", "recovered", "storage") or dead:
             # Make the recovered state the current snapshot straight away, with
             # its raised token floor, before any caller is answered.
             self.store.write(*self.table.snapshot())
@@ -77,11 +93,17 @@ class WorkTracker:
         self.commits = 0
         self.started_at = time.time()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self._copy_wanted = asyncio.Event()
+        self._copier = None
+        if self.copy is not None:
+            self._copy_wanted.set()  # the state it starts with goes to the storage at once
+            self._copier = asyncio.get_running_loop().create_task(self._copy_forever())
         live = len(self.table.list_claims(LeaseState.CLAIMED))
         metrics.set_claims_held(live)
         logger.info(
             "work tracker up: %s (%s), %d records, %d live leases refreshed, %d of dead owners evicted, "
-            "next token %d", self.store.path, loaded.source, len(self.table), live, dead, self.table.next_token,
+            "next token %d%s", self.store.path, loaded.source, len(self.table), live, dead, self.table.next_token,
+            f"; copied to {self.copy.display}" if self.copy else "",
         )
 
     # -- the lease API -------------------------------------------------------
@@ -173,6 +195,10 @@ class WorkTracker:
             "snapshot_bytes": self.store.last_write_bytes,
             "loaded_from": self.loaded_from,
             "started_at": self.started_at,
+            "storage_copy": self.copy.display if self.copy else None,
+            "copies": self.copies,
+            "copied_commits": self.copied_commits,
+            "copy_error": self.copy_error,
         }
 
     # -- durability: group commit -------------------------------------------
@@ -199,9 +225,36 @@ class WorkTracker:
             await asyncio.to_thread(self.store.write, records, next_token)
             self._durable_version = version
             self.commits += 1
+            self._copy_wanted.set()
             metrics.set_claims_held(sum(r.live for r in records))
         finally:
             self._flush = None
+
+    async def _copy_forever(self) -> None:
+        """Upload the newest local snapshot whenever commits were made, at most
+        every copy_interval_s, beside the callers: nobody waits for it. A failed
+        upload is retried on the next turn; the local snapshot is what callers
+        were promised."""
+        while True:
+            await self._copy_wanted.wait()
+            self._copy_wanted.clear()
+            commits = self.commits  # the file on disk holds at least these
+            if not self.store.path.exists():  # a new state: nothing committed yet
+                continue
+            try:
+                await asyncio.to_thread(self.copy.upload, self.store.path)
+                self.copies += 1
+                self.copied_commits = commits
+                if self.copy_error:
+                    logger.info("the snapshot's copy in %s is up to date again", self.copy.display)
+                self.copy_error = None
+            except Exception as exc:  # noqa: BLE001 - the network may come back
+                if self.copy_error is None:
+                    logger.warning("could not copy the snapshot to %s: %s: %s", self.copy.display,
+                                   type(exc).__name__, exc)
+                self.copy_error = f"{type(exc).__name__}: {exc}"
+                self._copy_wanted.set()
+            await asyncio.sleep(self.copy_interval_s)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -246,6 +299,8 @@ def connect_tracker(
     namespace: str = NAMESPACE,
     name: str = ACTOR_NAME,
     address: str | None = None,
+    storage: str | None = None,
+    copy_interval_s: float = DEFAULT_COPY_INTERVAL_S,
 ):
     """Return the handle of the cluster's WorkTracker, creating it if needed.
 
@@ -253,7 +308,8 @@ def connect_tracker(
     any number of processes calling this at once end up with one actor. Joins
     the running Ray cluster, or starts a local one, if Ray is not initialised.
     A tracker that is already running keeps the TTL and sweep interval it was
-    started with; a different `state_path` is refused.
+    started with; a different `state_path` is refused. `storage` (default
+    $RAY_AUTORESEARCH_STORAGE): where a copy of the state is kept.
     """
     import ray
 
@@ -262,6 +318,10 @@ def connect_tracker(
     path = Path(state_path).expanduser().resolve() if state_path else default_state_path()
     if create:
         _check_state_folder(path)  # before Ray starts: a user's mistake costs no start-up
+        try:
+            copy_to = resolve_storage(storage)
+        except StorageError as exc:
+            raise TrackerStartError(str(exc)) from None
     init_ray(address=address)
     if not create:
         try:
@@ -288,7 +348,7 @@ def connect_tracker(
                 max_task_retries=0,
                 max_concurrency=1000,
             )
-            .remote(str(path), ttl_s, sweep_interval_s)
+            .remote(str(path), ttl_s, sweep_interval_s, copy_to.uri if copy_to else None, copy_interval_s)
         )
     try:
         info = ray.get(handle.info.remote())

@@ -13,6 +13,12 @@ microsecond, so that floor lies above any token ever handed out from this file.
 
 One process at a time may write a state file: `lock()` takes an exclusive
 `flock` on `X.lock`, which the kernel releases when the process dies.
+
+With a storage (train.storage: s3://, gs://, a shared folder), the actor also
+keeps a copy of the snapshot there (`SnapshotCopy`, uploaded a few seconds
+behind). A store with no local snapshot at all (a new head node) loads that
+copy; it may lack the last seconds of changes, so the fencing counter restarts
+from the same wall-clock floor, and no token is ever handed out twice.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from actors.tracker.rules import Claim, LeaseState
+from train.storage import Storage, read_bytes, write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +127,7 @@ def check_state_path(path: str | os.PathLike, writable: bool = True) -> Path:
 class LoadedState:
     records: list[Claim]
     next_token: int
-    source: str  # "current", "previous", "empty" (no file yet) or "recovered"
+    source: str  # "current", "previous", "storage" (the copy), "empty" (no file yet) or "recovered"
     warnings: list[str] = field(default_factory=list)
 
 
@@ -166,6 +173,28 @@ def from_table(table: pa.Table) -> tuple[list[Claim], int]:
 
 def read_snapshot(path: Path) -> tuple[list[Claim], int]:
     return from_table(pq.read_table(path))
+
+
+class SnapshotCopy:
+    """The copy of a state file in the storage: STORAGE/tracker/<state file name>.
+    One object, replaced whole on each upload (an object store's PUT; a temporary
+    file renamed on a shared folder), so a reader sees one complete snapshot."""
+
+    def __init__(self, storage: Storage, name: str):
+        self.location = storage.join("tracker", name)
+
+    @property
+    def display(self) -> str:
+        return self.location.display
+
+    def upload(self, path: Path) -> int:
+        data = path.read_bytes()  # the file is replaced by rename, never rewritten: this is one snapshot
+        write_bytes(self.location, data)
+        return len(data)
+
+    def download(self) -> tuple[list[Claim], int] | None:
+        data = read_bytes(self.location)
+        return None if data is None else from_table(pq.read_table(pa.BufferReader(data)))
 
 
 class SnapshotStore:
@@ -247,13 +276,22 @@ class SnapshotStore:
 
     # -- load ----------------------------------------------------------------
 
-    def load(self, set_aside: bool = True) -> LoadedState:
+    def load(self, set_aside: bool = True, copy: SnapshotCopy | None = None) -> LoadedState:
         """Read the newest good snapshot. With `set_aside`, a bad file is renamed
         to `*.corrupt-<time>` so that the next write does not destroy evidence;
-        readers that must not change anything pass False."""
+        readers that must not change anything pass False. With `copy`, the copy
+        in the storage is what a store without any local snapshot starts from,
+        and what it falls back to when both local files are unreadable."""
         warnings: list[str] = []
         if not self.path.exists() and not self.prev_path.exists():
-            return LoadedState([], 1, "empty")
+            if copy is None:
+                return LoadedState([], 1, "empty")
+            restored = self._from_copy(copy, [f"no snapshot at {self.path}"])
+            if restored is not None:
+                return restored
+            # Nothing here and nothing there: a first start, or a state lost before its
+            # first copy was made. The floor lies above any token such a state issued.
+            return LoadedState([], token_floor_now(), "empty")
         if self.path.exists():
             try:
                 records, next_token = read_snapshot(self.path)
@@ -273,8 +311,26 @@ class SnapshotStore:
                 warnings.append(f"previous snapshot {self.prev_path} is unreadable too ({exc})")
                 if set_aside:
                     self._quarantine(self.prev_path)
+        if copy is not None:
+            restored = self._from_copy(copy, warnings)
+            if restored is not None:
+                return restored
         warnings.append("starting with an empty lease table")
         return self._recovered([], 1, "recovered", warnings)
+
+    def _from_copy(self, copy: SnapshotCopy, warnings: list[str]) -> LoadedState | None:
+        try:
+            got = copy.download()
+        except Exception as exc:  # noqa: BLE001 - unreachable or unreadable: start without it
+            # The copy may hold tokens up to any value: only the floor keeps new ones unique.
+            warnings += [f"the copy in {copy.display} could not be read ({type(exc).__name__}: {exc})",
+                         "starting with an empty lease table"]
+            return self._recovered([], 1, "recovered", warnings)
+        if got is None:
+            warnings.append(f"no copy in {copy.display} either")
+            return None
+        warnings.append(f"restored from the copy in {copy.display} (it may lack the last seconds of changes)")
+        return self._recovered(*got, "storage", warnings)
 
     def _recovered(self, records, next_token, source, warnings) -> LoadedState:
         floor = token_floor_now()

@@ -98,6 +98,23 @@ def test_secrets_are_read_on_the_node_that_needs_them_and_never_written_in_the_f
     assert "runtime_env" not in json.dumps(config)  # (the comments may warn about it)
 
 
+def test_every_node_gets_the_storage_bucket_and_the_access_to_write_it(config):
+    from train.storage import STORAGE_ENV, parse_storage
+
+    setup = next(c for c in config["setup_commands"] if "~/.ray-autoresearch/storage" in c)
+    uri = re.search(r'echo "([^"]+)" > ~/.ray-autoresearch/storage', setup).group(1)
+    assert parse_storage(uri).uri.startswith("gs://")  # a bucket, never a node's own disk
+    assert re.search(r"storage\s+# CHANGE ME", (ROOT / "cluster.yaml").read_text())
+    for cmds in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        assert f'export {STORAGE_ENV}="$(cat ~/.ray-autoresearch/storage)"' in " ".join(cmds)
+    for name, t in config["available_node_types"].items():
+        if name == config["head_node_type"]:
+            continue  # `ray up` gives the head ray-autoscaler-sa-v1, with roles/storage.objectAdmin
+        [account] = t["node_config"]["serviceAccounts"]
+        assert account["email"].startswith("ray-autoscaler-sa-v1@")
+        assert "https://www.googleapis.com/auth/cloud-platform" in account["scopes"]
+
+
 # -- the Grafana dashboard -------------------------------------------------------------
 
 

@@ -28,6 +28,9 @@ SUBSYSTEM_MAY_IMPORT = {
                       "actors.tracker.rules", "actors.tracker.owners"},
     "actors.research": {"actors.research", "actors.shared", "actors.tracker.client", "actors.tracker.actor",
                         "actors.tracker.rules", "actors.tracker.owners"},
+    # The report reads what the others write, through their public readers only.
+    "actors.reporting": {"actors.reporting", "actors.shared", "actors.tracker.store", "actors.tracker.rules",
+                         "actors.scaler.discovery", "actors.research.memory"},
 }
 
 

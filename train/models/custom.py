@@ -10,6 +10,11 @@ import that file under a unique module name and build the model from it:
 Every failure a user can cause (missing file, syntax error, no such class, a
 constructor that raises, a factory that returns no module) ends in one
 ModelLoadError whose message names the file and the problem.
+
+Ray Train workers run in a directory of their own, possibly on another node, so
+they never read the user's path: `pack_model_files` reads the file and the .py
+files beside it (which it may import) where the job is launched, they travel with
+the job's config, and `unpack_model_files` writes them to a folder on the worker.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import hashlib
 import importlib.util
 import inspect
 import itertools
+import os
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -32,6 +40,55 @@ _load_counter = itertools.count()
 
 class ModelLoadError(ValueError):
     """A custom model file could not be loaded or built; the message says why."""
+
+
+# What may travel with a job: a model's folder is code, not data.
+MAX_PACKED_BYTES = 4 * 2**20
+
+
+def pack_model_files(path: str | Path) -> dict:
+    """The custom model file and the .py files beside it, as text, for the workers:
+    {"entry": file name, "files": {name: text}}."""
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise ModelLoadError(f"custom model file {file} does not exist" if not file.exists()
+                             else f"custom model path {file} is not a file")
+    siblings = sorted(p for p in file.parent.glob("*.py") if p.is_file())
+    if file not in siblings:
+        siblings.append(file)
+    files, total = {}, 0
+    for p in siblings:
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            if p == file:
+                raise ModelLoadError(f"custom model file {file} cannot be read: {exc}") from None
+            continue  # a sibling the model cannot be importing as Python anyway
+        total += len(text.encode())
+        if total > MAX_PACKED_BYTES:
+            raise ModelLoadError(f"{file.parent} holds more than {MAX_PACKED_BYTES // 2**20} MB of .py files, which "
+                                 "would all travel to the workers with the model; keep the model in a folder of its own")
+        files[p.name] = text
+    return {"entry": file.name, "files": files}
+
+
+def unpack_model_files(packed: dict) -> Path:
+    """Write packed model files to a folder of their own on this machine (named
+    by their content, so workers of one job share it); return the entry file."""
+    digest = hashlib.sha1(repr(sorted(packed["files"].items())).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "ray-autoresearch-models" / digest
+    if not (folder / packed["entry"]).is_file():
+        staging = folder.with_name(f".{digest}-{uuid.uuid4().hex[:8]}")
+        staging.mkdir(parents=True)
+        for name, text in packed["files"].items():
+            (staging / Path(name).name).write_text(text)
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another worker put the same files there first
+            for p in staging.iterdir():
+                p.unlink()
+            staging.rmdir()
+    return folder / packed["entry"]
 
 
 def load_custom_model(path: str | Path, *, vocab_size: int, seq_len: int, class_name: str | None = None,

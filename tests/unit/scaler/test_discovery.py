@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.scaler.discovery import find_mves
+from actors.scaler.discovery import find_mves, scan
+from actors.scaler.ownership import write_marker
 from tests.support import pristine_examples
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -50,7 +51,7 @@ def test_examples_already_scaled_blocked_and_undecided(examples):
     assert scaled.reason == "already scaled (code/006_scaled/results.json)"
     assert not examples["007"].scalable and examples["007"].reason.startswith("critical blocker (")
     assert "validation shard" in examples["007"].reason
-    assert examples["008"].reason == "no verdict found"
+    assert examples["008"].status == "pending" and "(in progress)" in examples["008"].reason
 
 
 def test_examples_carry_planner_facts(examples):
@@ -85,15 +86,27 @@ def test_claimed_ids_are_excluded(tree):
     assert mves["001"].reason == "claimed by another agent"
 
 
-def test_leftover_scaled_folder_without_results_does_not_block(tree):
-    (tree / "code" / "002_scaled").mkdir()
-    (tree / "code" / "002_scaled" / "train.py").write_text("# half-written by a failed attempt\n")
+def test_leftover_of_ours_does_not_block_and_a_folder_of_theirs_does(tree):
+    leftover = tree / "code" / "002_scaled"
+    leftover.mkdir()
+    (leftover / "train.py").write_text("# half-written by someone\n")
+    mve = _scan(tree)["002"]  # no marker: the user's, scaled by hand
+    assert mve.status == "scaled_by_hand" and not mve.scalable and not mve.scaled
+    assert "code/002_scaled/ has no marker of ours" in mve.reason
+    write_marker(leftover, mve_id="002")  # ours: the leftover of a failed attempt
     mve = _scan(tree)["002"]
     assert mve.scalable and not mve.scaled
-    assert "no results.json" in mve.reason
-    (tree / "code" / "002_scaled" / "results.json").write_text("{}")
+    assert "no results.json" in mve.reason and any("set aside" in n for n in mve.notes)
+    (leftover / "results.json").write_text("{}")
     mve = _scan(tree)["002"]
-    assert not mve.scalable and mve.reason == "already scaled (code/002_scaled/results.json)"
+    assert not mve.scalable and mve.status == "scaled" and mve.reason == "already scaled (code/002_scaled/results.json)"
+
+
+def test_a_hand_written_variant_folder_counts_as_scaled_by_hand(tree):
+    (tree / "code" / "001_scaled_v2").mkdir()
+    (tree / "code" / "001_scaled_v2" / "README.md").write_text("# planned by hand\n")
+    mve = _scan(tree)["001"]
+    assert mve.status == "scaled_by_hand" and "001_scaled_v2" in mve.reason
 
 
 def test_missing_code_dir_means_nothing_scaled(tree):
@@ -105,32 +118,37 @@ def test_binary_document_is_reported_and_scan_goes_on(tree):
     (tree / "experiments" / "001_gqa_vs_mha_mqar" / "notes.md").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     mves = _scan(tree)
     assert not mves["001"].scalable
-    assert "notes.md is not UTF-8 text" in mves["001"].reason
+    assert mves["001"].status == "unreadable" and "notes.md looks binary" in mves["001"].reason
     assert mves["002"].scalable  # the others are still judged
 
 
 def test_unreadable_document(tree, monkeypatch):
     doc = tree / "experiments" / "002_rope_base_bytes" / "README.md"
-    real_read = Path.read_bytes
+    real_open = Path.open
 
-    def read_bytes(self):
+    def open_(self, *args, **kwargs):
         if self == doc:
             raise PermissionError(13, "Permission denied", str(self))
-        return real_read(self)
+        return real_open(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
-    mve = _scan(tree)["002"]
-    assert not mve.scalable
-    assert mve.reason == "cannot read README.md: Permission denied"
+    monkeypatch.setattr(Path, "open", open_)
+    result = scan(tree / "experiments", tree / "code")
+    mve = next(m for m in result.mves if m.id == "002")
+    assert not mve.scalable and mve.status == "unreadable"
+    assert mve.reason.startswith("cannot read README.md: Permission denied")
+    assert [(p.name, why) for p, why in result.unreadable] == [("README.md", "cannot read README.md: Permission denied")]
 
 
-def test_folder_without_documents(tree):
-    folder = tree / "experiments" / "009_empty"
+def test_folder_without_documents_is_pending_and_an_empty_one_is_no_mve(tree):
+    folder = tree / "experiments" / "009_code_only"
     folder.mkdir()
-    (folder / "README.md").mkdir()  # not a file: no document
-    mve = _scan(tree)["009"]
-    assert not mve.scalable
-    assert mve.reason == "no results document (README.md, results.md or another *.md)"
+    (folder / "train.py").write_text("print('not run yet')\n")
+    empty = tree / "experiments" / "010_empty"
+    (empty / "README.md").mkdir(parents=True)  # a folder, not a document: nothing to read
+    mves = _scan(tree)
+    assert not mves["009"].scalable and mves["009"].status == "pending"
+    assert mves["009"].reason == "no results document (README.md, results.md or another *.md)"
+    assert "010" not in mves
 
 
 def test_non_mve_folders_ignored_and_duplicate_ids_flagged(tree):
@@ -177,19 +195,45 @@ def test_cli_json_lines():
     assert [r["id"] for r in rows] == ["001", "002", "003", "004", "005", "006", "007", "008"]
     assert {r["id"] for r in rows if r["scalable"] is True} == EXPECTED_SCALABLE
     by_id = {r["id"]: r for r in rows}
-    assert "DO NOT PROCEED" in by_id["004"]["reason"]
+    assert "DO NOT PROCEED" in by_id["004"]["reason"] and by_id["004"]["status"] == "negative"
     assert by_id["006"]["reason"] == "already scaled (code/006_scaled/results.json)"
+    assert {r["judge"] for r in rows} == {"heuristics"} and {r["layout"] for r in rows} == {"folder"}
+    assert out.stderr.startswith("read ")  # the summary goes to stderr, stdout stays JSON
 
 
 def test_cli_table():
     out = _cli()  # defaults: examples/experiments, examples/code
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["ID", "SLUG", "SCALABLE", "REASON"]
+    assert lines[0].split() == ["ID", "SLUG", "STATUS", "LAYOUT", "REASON"]
     row = next(line for line in lines if line.startswith("004"))
-    assert row.split()[2] == "no"
-    assert lines[0].index("SCALABLE") == row.index("no")  # columns line up
-    assert "8 MVE(s), 3 scalable" in out.stdout
+    assert row.split()[2] == "negative"
+    assert lines[0].index("STATUS") == row.index("negative")  # columns line up
+    assert "8 MVE(s): 3 scalable, 1 pending, 2 negative, 1 blocked, 1 scaled" in out.stdout
+    assert "judged by: heuristics (8)" in out.stdout
+
+
+def test_cli_on_a_folder_with_files_but_no_mve_says_what_it_looked_for(tmp_path):
+    research = tmp_path / "research"
+    (research / "experiments").mkdir(parents=True)
+    (research / "experiments" / "063_results.md").write_text("Verdict: PROCEED\n")
+    (research / "notes.md").write_text("# our notes\n")
+    out = _cli("--experiments", str(research), "--code", str(research))  # the research folder, not experiments/
+    assert out.returncode == 0, out.stderr
+    assert "0 MVE(s)" in out.stdout and "no MVE found: looked for folders experiments/NNN_slug/" in out.stdout
+    assert f"did you mean --experiments {research / 'experiments'}" in out.stdout
+
+
+def test_cli_judge_claude_without_a_key_is_one_clear_error(tmp_path):
+    env_key = os.environ.pop("ANTHROPIC_API_KEY", None)
+    try:
+        out = _cli("--experiments", str(EXAMPLES / "experiments"), "--code", str(EXAMPLES / "code"),
+                   "--judge", "claude")
+    finally:
+        if env_key is not None:
+            os.environ["ANTHROPIC_API_KEY"] = env_key
+    assert out.returncode == 2 and out.stderr.startswith("error: --judge claude needs ANTHROPIC_API_KEY")
+    assert "Traceback" not in out.stderr and out.stdout == ""
 
 
 @pytest.mark.parametrize("flag", ["--experiments", "--code", "--proposals"])

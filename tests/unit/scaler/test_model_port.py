@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.scaler.model_port import NoModel, local_imports, rehearsal_kwargs
+from actors.scaler.model_port import NoModel, code_folders, local_imports, rehearsal_kwargs
 from actors.scaler.planners import OfflinePlanner
 from actors.scaler.scaffold import write_scaled_experiment
 from actors.scaler.steps import run_smoke
@@ -28,7 +28,7 @@ def research(tmp_path):
 def plan_mve(research: Path, mve_id: str, target: int = 2_000_000):
     folder = next((research / "experiments").glob(f"{mve_id}_*"))
     facts = json.loads((folder / "results.json").read_text())
-    return OfflinePlanner(target_params=target).plan_mve(mve_id, folder, research / "code", facts)
+    return OfflinePlanner(target_params=target).plan_mve(mve_id, code_folders(research / "code" / mve_id, folder), facts)
 
 
 @pytest.mark.slow
@@ -88,7 +88,7 @@ def test_importing_the_mves_code_runs_only_in_the_child(research, monkeypatch):
     import sys
 
     before = set(sys.modules)
-    from actors.scaler.model_port import probe
+    from actors.scaler.sandboxed import probe
 
     answer = probe({"op": "port", "mve_id": "009", "folders": [str(research / "code/009")], "facts": {},
                     "settings": {"d_state": 4}, "target_params": 300_000, "batch_size": 8})

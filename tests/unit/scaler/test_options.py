@@ -29,12 +29,15 @@ def test_paths_are_made_absolute_and_the_ledger_defaults_beside_the_experiments(
     ({"retry_failed_after_s": -1}, "retry_failed_after_s: Input should be greater than or equal to 0"),
     ({"model": ""}, "model: String should have at least 1 character"),
     ({"luanch": False}, "luanch: unknown field"),
+    ({"storage": "ftp://host/x"}, "storage: ftp://host/x: unknown scheme 'ftp'"),
+    ({"storage": "s3://KEY:hunter2@bucket"}, "credentials do not belong in the URI"),
 ])
 def test_bad_values_are_refused_naming_field_and_limit(tmp_path, changes, message):
     (tmp_path / "experiments").mkdir()
     with pytest.raises(ValidationError) as exc:
         ScalerOptions(**{"experiments": tmp_path / "experiments", "code": tmp_path / "code", **changes})
     assert message in format_validation_error(exc.value)
+    assert "hunter2" not in format_validation_error(exc.value)
 
 
 def test_code_must_be_a_folder(tmp_path):

@@ -77,6 +77,37 @@ def test_file_paths_from_the_llm_cannot_escape_the_folder(path):
         ScalePlan.model_validate(plan_dict(files={path: "print(1)"}))
 
 
+@pytest.mark.parametrize("path", ["../outside.py", "/etc/passwd", "models/../../x.py", "~/x.py"])
+def test_a_model_path_from_the_llm_cannot_escape_the_folder(path):
+    with pytest.raises(ValidationError, match="model.path .* escapes the experiment folder"):
+        ScalePlan.model_validate(plan_dict(model={"family": "custom", "path": path}))
+
+
+MODEL_FILE = """
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self, vocab_size, seq_len, width=64):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(vocab_size, width), nn.Linear(width, vocab_size)
+    def forward(self, idx):
+        return self.head(self.emb(idx))
+"""
+
+
+def test_a_custom_model_the_plan_brings_is_built_from_its_files_and_run_from_the_folder(tmp_path):
+    plan = ScalePlan.model_validate(plan_dict(model={"family": "custom", "path": "models/net.py",
+                                                     "kwargs": {"width": 32}},
+                                              files={"models/net.py": MODEL_FILE}))
+    vocab = 8192  # mqar
+    assert plan.checked_estimate().params == vocab * 32 + (32 * vocab + vocab)  # embedding, head
+    # Where the experiment is written, the spec's model file is that folder's.
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/net.py").write_text(MODEL_FILE)
+    assert plan.to_train_spec(tmp_path).model.path == str(tmp_path / "models/net.py")
+    assert plan.to_train_spec().model.path == "models/net.py"  # config.yaml keeps it relative
+
+
 def test_allowed_files_stay_relative():
     plan = ScalePlan.model_validate(plan_dict(files={"models/model.py": "import torch"}))
     assert plan.files == {"models/model.py": "import torch"}

@@ -2,13 +2,22 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from actors.scaler.planners import OfflinePlanner
-from actors.scaler.scaffold import ScaffoldError, write_scaled_experiment
+from actors.scaler.discovery import scan
+from actors.scaler.scaffold import (
+    MARKER,
+    OwnershipError,
+    ScaffoldError,
+    is_ours,
+    set_aside,
+    write_scaled_experiment,
+)
 from train.estimate import check_fits
 from train.spec import TrainSpec
 
@@ -69,11 +78,63 @@ def test_a_finished_experiment_is_never_overwritten(plan, tmp_path):
     assert [p.name for p in done.iterdir()] == ["results.json"]
 
 
-def test_leftovers_of_a_failed_attempt_are_replaced(plan, tmp_path):
-    (tmp_path / "005_scaled").mkdir()
-    (tmp_path / "005_scaled" / "half_written.txt").write_text("x")
+def _snapshot(folder):
+    """Every byte and mode under `folder`, and every name (empty folders included)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, p.stat().st_mode)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_every_folder_written_carries_our_marker(plan, tmp_path):
+    out = write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()), planner="offline")
+    assert is_ours(out)
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["written_by"] == "ray-autoresearch" and marker["mve_id"] == "005" and marker["planner"] == "offline"
+
+
+def test_a_plan_file_cannot_forge_or_replace_the_marker(plan, tmp_path):
+    forged = plan.model_copy(update={"files": {MARKER: '{"written_by": "someone else"}'}})
+    out = write_scaled_experiment(forged, tmp_path, check_fits(forged.to_train_spec()))
+    assert is_ours(out)
+
+
+def test_a_folder_we_did_not_write_is_never_touched(plan, tmp_path):
+    theirs = tmp_path / "005_scaled"
+    (theirs / "notes").mkdir(parents=True)
+    (theirs / "README.md").write_text("# planned by hand: 2 GPUs, 6 h\n")
+    (theirs / "config.yaml").write_text("model: {d_model: 512}\n")
+    (theirs / "notes" / "empty").mkdir()
+    before = _snapshot(theirs)
+    with pytest.raises(ScaffoldError, match="not written by ray-autoresearch .* it is yours"):
+        write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
+    assert _snapshot(theirs) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["005_scaled"]  # no temporary left, nothing set aside
+    with pytest.raises(OwnershipError, match="not written by"):
+        set_aside(theirs, "failed")
+    assert _snapshot(theirs) == before
+
+
+def test_a_leftover_of_ours_is_set_aside_not_deleted(plan, tmp_path):
+    old = write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
+    (old / "run").mkdir()
+    (old / "run" / "smoke.log").write_text("RuntimeError: CUDA out of memory\n")
+    kept = _snapshot(old)
     out = write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
-    assert not (out / "half_written.txt").exists() and (out / "config.yaml").exists()
+    assert out == old and not (out / "run").exists() and is_ours(out)
+    [aside] = tmp_path.glob(".005_scaled.replaced-*")
+    assert _snapshot(aside) == kept  # moved whole, every byte kept
+    assert [m.id for m in scan(tmp_path, tmp_path).mves] == ["005"]  # the scan ignores what is set aside
+
+
+def test_set_aside_moves_ours_and_refuses_a_finished_one(plan, tmp_path):
+    ours = write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
+    aside = set_aside(ours, "stopped by SIGINT")
+    assert aside.parent == tmp_path and re.fullmatch(r"\.005_scaled\.stopped-by-sigint-\d{8}-\d{6}", aside.name)
+    assert not ours.exists() and is_ours(aside)
+    again = write_scaled_experiment(plan, tmp_path, check_fits(plan.to_train_spec()))
+    (again / "results.json").write_text("{}")
+    with pytest.raises(OwnershipError, match="finished"):
+        set_aside(again, "failed")
+    assert (again / "results.json").exists()
 
 
 def test_a_failure_midway_leaves_nothing_behind(plan, tmp_path):

@@ -95,3 +95,53 @@ def test_one_writer_per_state_file(tmp_path):
     b = SnapshotStore(tmp_path / "s.parquet")
     b.lock()
     b.close()
+
+
+# -- the copy in the shared storage -------------------------------------------------------------
+
+
+def _copy(tmp_path, name="s.parquet"):
+    from actors.tracker.store import SnapshotCopy
+    from train.storage import parse_storage
+
+    return SnapshotCopy(parse_storage(tmp_path / "bucket"), name)
+
+
+def test_a_store_without_local_state_starts_from_the_copy_with_tokens_above_any_issued(tmp_path):
+    t = _table_with(3)
+    store = SnapshotStore(tmp_path / "head/s.parquet")
+    store.write(*t.snapshot())
+    copy = _copy(tmp_path)
+    copy.upload(store.path)
+    t.claim("lost", "agent9")  # granted after the last copy: lost with the head node
+    store.write(*t.snapshot())
+    (tmp_path / "head/s.parquet").unlink()
+    (tmp_path / "head/s.parquet.prev").unlink()
+
+    loaded = SnapshotStore(tmp_path / "head/s.parquet").load(copy=copy)
+    assert loaded.source == "storage"
+    assert sorted(r.work_id for r in loaded.records) == ["w0", "w1", "w2"]
+    assert loaded.next_token > t.next_token and loaded.next_token >= token_floor_now() - 10_000_000
+    assert any("restored from the copy" in w for w in loaded.warnings)
+
+
+def test_local_state_wins_over_the_copy(tmp_path):
+    store = SnapshotStore(tmp_path / "s.parquet")
+    store.write(*_table_with(1).snapshot())
+    copy = _copy(tmp_path)
+    copy.upload(store.path)
+    store.write(*_table_with(2).snapshot())
+    loaded = store.load(copy=copy)
+    assert loaded.source == "current" and len(loaded.records) == 2
+
+
+def test_no_state_anywhere_or_an_unreadable_copy_starts_empty_at_the_token_floor(tmp_path):
+    floor = token_floor_now()
+    empty = SnapshotStore(tmp_path / "s.parquet").load(copy=_copy(tmp_path))
+    assert empty.source == "empty" and empty.records == [] and empty.next_token >= floor
+    copy = _copy(tmp_path)
+    (tmp_path / "bucket/tracker").mkdir(parents=True)
+    (tmp_path / "bucket/tracker/s.parquet").write_bytes(b"PAR1 torn")
+    broken = SnapshotStore(tmp_path / "s.parquet").load(copy=copy)
+    assert broken.source == "recovered" and broken.next_token >= floor
+    assert any("could not be read" in w for w in broken.warnings)

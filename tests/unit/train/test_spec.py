@@ -129,12 +129,62 @@ def test_memory_grows_with_batch_and_check_fits_names_the_limit():
     small = estimate(TrainSpec().with_overrides(["optim.batch_size=8"]))
     big = estimate(TrainSpec().with_overrides(["optim.batch_size=64"]))
     assert big.activations_gb == pytest.approx(8 * small.activations_gb, rel=0.01)
-    # The memory limit is per GPU: a CPU job of the same model passes; a GPU one does not fit.
-    spec = TrainSpec.parse({"model": {"d_model": 8192, "n_layers": 64, "n_heads": 64}, "data": {"seq_len": 2048}})
-    assert check_fits(spec).memory_per_gpu_gb > 80
-    spec_gpu = spec.with_overrides(["resources.gpus=1"])
+    # A GPU job is checked against the 80 GB of one GPU.
+    spec = TrainSpec.parse({"model": {"d_model": 8192, "n_layers": 64, "n_heads": 64}, "data": {"seq_len": 2048},
+                            "resources": {"gpus": 1}})
     with pytest.raises(LimitExceeded, match="hard limit is 80 GB"):
-        check_fits(spec_gpu)
+        check_fits(spec)
+
+
+GPT3_175B = {"model": {"d_model": 12288, "n_layers": 96, "n_heads": 96}, "data": {"seq_len": 2048}}
+
+
+def test_cpu_training_is_checked_against_this_machines_memory():
+    from train.limits import machine_memory_gb
+
+    huge = TrainSpec.parse({**GPT3_175B, "resources": {"gpus": 0}})
+    have = machine_memory_gb()
+    with pytest.raises(LimitExceeded) as err:
+        check_fits(huge)
+    need = float(re.search(r"training on CPU needs ([\d,.]+) GB of memory for 1 worker\(s\)",
+                           str(err.value)).group(1).replace(",", ""))
+    assert need > 175e9 * 20 / 1024**3  # weights, gradients, DDP buckets and AdamW: 20 bytes a parameter
+    assert f"this machine has {have:,.1f} GB" in str(err.value)
+    # The shipped tiny spec trains on CPU and fits easily; every worker holds a replica.
+    tiny = TrainSpec.from_yaml(ROOT / "examples/specs/tiny_cpu.yaml")
+    one = check_fits(tiny).memory_cpu_gb
+    assert 0.5 < one < min(2.0, have)
+    assert estimate(tiny.with_overrides(["resources.cpu_workers=2"])).memory_cpu_gb == pytest.approx(2 * one)
+
+
+def test_custom_model_path_is_taken_from_the_spec_files_folder(tmp_path, monkeypatch):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp/my_model.py").write_text("from torch import nn\nclass M(nn.Linear):\n    pass\n")
+    (tmp_path / "exp/spec.yaml").write_text("model: {family: custom, path: my_model.py}\n")
+    monkeypatch.chdir(tmp_path)  # not the spec's folder
+    spec = TrainSpec.from_yaml("exp/spec.yaml")
+    assert spec.model.path == str(tmp_path / "exp/my_model.py")
+    # Missing: refused when the spec is read, naming the folder it looked in.
+    (tmp_path / "exp/spec.yaml").write_text("model: {family: custom, path: models/nope.py}\n")
+    with pytest.raises(SpecError, match=r"model.path: .*/exp/models/nope.py is not a file \(relative paths are "
+                                        r"taken from .*/exp\)"):
+        TrainSpec.from_yaml(tmp_path / "exp/spec.yaml")
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.py", "models/../../outside.py", "link/m.py"])
+def test_model_paths_an_llm_wrote_stay_inside_the_experiment_folder(tmp_path, path):
+    folder = tmp_path / "001_scaled"
+    (folder / "models").mkdir(parents=True)
+    (tmp_path / "outside.py").write_text("x = 1\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/m.py").write_text("x = 1\n")
+    (folder / "link").symlink_to(tmp_path / "elsewhere")
+    spec = TrainSpec.parse({"model": {"family": "custom", "path": path}})
+    with pytest.raises(SpecError, match="escapes the experiment folder"):
+        spec.with_paths_from(folder, confine=True)
+    (folder / "models/m.py").write_text("x = 1\n")
+    inside = TrainSpec.parse({"model": {"family": "custom", "path": "models/m.py"}})
+    assert inside.with_paths_from(folder, confine=True).model.path == str(folder / "models/m.py")
 
 
 @pytest.mark.parametrize("benchmark, params", [("bytes", {"max_bytes": 200_000}), ("mqar", {})])

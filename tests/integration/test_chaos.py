@@ -1,0 +1,45 @@
+"""The main job interrupted at random points (SIGINT, SIGKILL of the driver, `ray.kill`
+of an agent), rerun after each, then finished: nothing lost, nothing done twice."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+import uuid
+
+import pytest
+import ray
+
+from tests.chaos import ChaosRun, check, fingerprint_user_files
+from tests.support import pristine_examples
+
+SCALABLE = ["001", "002", "003"]
+
+
+@pytest.mark.slow
+def test_interrupted_runs_then_a_normal_one_scale_every_mve_exactly_once(ray_env, tmp_path):
+    from actors.tracker.actor import stop_tracker
+
+    examples = tmp_path / "examples"
+    shutil.copytree(pristine_examples(), examples)
+    before = fingerprint_user_files(examples)
+    ledger = (examples / "experiments/EXPERIMENTS.md").read_text()
+    run = ChaosRun(examples, tmp_path / "state.parquet", f"test-{uuid.uuid4().hex[:8]}", ray_env, seed=12)
+    rng = random.Random(12)
+    t0 = time.monotonic()
+    try:
+        for kind in ("SIGINT", "SIGKILL", "ray.kill"):
+            code, _ = run.interrupt(kind, after_s=rng.uniform(8, 30))
+            if kind == "SIGINT" and code is not None:
+                assert code in (0, 130), run.log
+        final = run.finish()
+        assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
+        tracker = ray.get_actor("work_tracker", namespace=run.namespace)
+        assert check(examples, tracker, SCALABLE, ledger.count("\n## ")) == [], run.log
+        assert fingerprint_user_files(examples) == before  # no folder of the user's lost or changed
+        assert (examples / "experiments/EXPERIMENTS.md").read_text().startswith(ledger)  # only appended to
+        print(f"chaos: {len(run.log) - 1} interruptions + 1 final run in {time.monotonic() - t0:.0f}s")
+        print("\n".join(run.log))
+    finally:
+        stop_tracker(namespace=run.namespace)
