@@ -37,8 +37,8 @@ def _env(monkeypatch):
 def research(tmp_path: Path, *keep: str) -> Path:
     root = tmp_path / "research"
     shutil.copytree(FIXTURES, root)
-    for folder in (root / "experiments").iterdir():
-        if folder.name[:3] not in keep:
+    for folder in [*(root / "experiments").iterdir(), *(root / "code").iterdir()]:
+        if folder.is_dir() and folder.name[:3] not in keep:
             shutil.rmtree(folder)
     return root
 
@@ -133,7 +133,7 @@ def test_a_lease_lost_mid_session_stops_it_at_once(make_tracker, tmp_path):
         return tool_calls(("write_file", {"path": "models/model.py", "content": BUGGY}))
 
     api = MessagesAPI(tool_calls(("list_files", {})), taken_over, tool_calls(("list_files", {})))
-    [mve] = find_mves(root / "experiments", root / "code")
+    [mve] = [m for m in find_mves(root / "experiments", root / "code") if m.id == "009"]
     try:
         with pytest.raises(LeaseLost):
             Planning(options(root), client(api)).plan(mve, lease)
