@@ -4,7 +4,7 @@ drive the real SDK through multi-turn tool use (no network)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any
 
 import httpx2
 
@@ -69,10 +69,3 @@ def client(api: MessagesAPI, **options: Any) -> LLMClient:
 def billed(usage: dict = USAGE) -> int:
     return sum(usage.values())
 
-
-def on(n: int, reply: Any, before: Callable[[int, dict], None]) -> Callable[[int, dict], Any]:
-    """A reply that first runs `before(request number, body)`."""
-    def make(i: int, body: dict) -> Any:
-        before(i, body)
-        return reply
-    return make

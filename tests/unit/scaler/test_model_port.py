@@ -109,3 +109,17 @@ def test_the_rehearsal_cuts_a_custom_models_own_size_arguments():
     assert rehearsal_kwargs({"dim": 768, "depth": 12, "d_state": 16, "n_heads": 12, "d_ff": 3072}) == \
         {"dim": 128, "depth": 2, "d_state": 16, "n_heads": 4, "d_ff": 512}
     assert rehearsal_kwargs({"n_embd": 96, "n_layer": 1}) == {"n_embd": 96, "n_layer": 1}
+
+
+def test_the_laptop_rehearsal_of_a_ported_model_cuts_its_own_arguments():
+    from actors.scaler.agent import laptop_spec
+    from train.spec import TrainSpec
+
+    spec = TrainSpec.parse({"model": {"family": "custom", "path": "/x/models/ssm_lm.py", "class_name": "SSMLM",
+                                      "d_model": 520, "n_layers": 15,
+                                      "kwargs": {"dim": 520, "depth": 15, "d_state": 16}},
+                            "resources": {"gpus": 1}})
+    small = laptop_spec(spec)
+    assert small.model.kwargs == {"dim": 128, "depth": 2, "d_state": 16}
+    assert (small.model.d_model, small.model.n_layers, small.model.path) == (128, 2, "/x/models/ssm_lm.py")
+    assert small.resources.gpus == 0 and small.budget.max_steps == 40
