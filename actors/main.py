@@ -5,8 +5,8 @@ up the WorkTracker, starts N ScalerAgents over the experiments folder and, besid
 them, the AutoResearch loop on its research repository (unless
 `--no-autoresearch`), shows progress while they work, and prints what was scaled,
 failed and skipped with GPU-hours and cost, and what the loop kept. `--interval
-MINUTES` repeats the round forever. Exits 1 if an agent crashed, 2 on bad
-arguments, 128+N when stopped by signal N (Ctrl-C: 130, SIGTERM: 143) after the
+MINUTES` repeats the round forever. Exits 1 if an agent crashed or every MVE
+of the round failed, 2 on bad arguments, 128+N when stopped by signal N (Ctrl-C: 130, SIGTERM: 143) after the
 agents released their claims.
 """
 
@@ -59,6 +59,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-launch", action="store_true", help="plan, write and smoke-test, but do not train")
     parser.add_argument("--dry-run", action="store_true", help="plan only: write nothing, train nothing")
     parser.add_argument("--model", default=None, help="Claude model for planning (default: $ANTHROPIC_MODEL or the SDK default)")
+    parser.add_argument("--target-params", type=int, default=None, metavar="N",
+                        help="parameters the offline planner scales each model to (default 25,000,000)")
+    agentic = parser.add_argument_group("Planning with Claude (ANTHROPIC_API_KEY set)")
+    agentic.add_argument("--planner", choices=("agentic", "single"), default="agentic",
+                         help="agentic: Claude reads the MVE, writes the code, smoke-tests, fixes and submits "
+                         "(default); single: one tool-use call for the plan")
+    agentic.add_argument("--agent-max-turns", type=int, default=None, metavar="N",
+                         help="turns of one MVE's agentic session (default 40)")
+    agentic.add_argument("--agent-max-tokens", type=int, default=None, metavar="N",
+                         help="billed tokens of one MVE's session, cache reads included (default 3,000,000)")
+    agentic.add_argument("--agent-max-usd", type=float, default=None, metavar="USD",
+                         help="dollars of one MVE's session (default 2.00)")
     parser.add_argument("--ledger", type=Path, default=None, help="ledger file (default: EXPERIMENTS/EXPERIMENTS.md)")
     parser.add_argument("--state", type=Path, default=None,
                         help=f"the WorkTracker's Parquet state file (default: ${STATE_ENV} or {default_state_path()})")
@@ -110,14 +122,14 @@ def format_summary(outcomes: list[dict]) -> str:
             for o in sorted(outcomes, key=lambda o: o["mve_id"])]
     lines = [format_table(("MVE", "STATUS", "AGENT", "VAL_LOSS", "GPU_H", "COST", "SECONDS", "REASON"), rows)]
     by = {s: sum(o["status"] == s for o in outcomes)
-          for s in ("scaled", "failed", "skipped", "planned", "scaffolded", "lost", "stopped")}
+          for s in ("scaled", "failed", "declined", "skipped", "planned", "scaffolded", "lost", "stopped")}
     lines.append("")
     lines.append(
-        "scaled {scaled}, failed {failed}, skipped {skipped}, planned {planned}, scaffolded {scaffolded}, "
-        "lost {lost}, stopped {stopped}; ".format(**by)
+        "scaled {scaled}, failed {failed}, declined {declined}, skipped {skipped}, planned {planned}, "
+        "scaffolded {scaffolded}, lost {lost}, stopped {stopped}; ".format(**by)
         + f"GPU-hours {sum(o.get('gpu_hours', 0) for o in outcomes):.2f}, "
         f"cost ${sum(o.get('cost_usd', 0) for o in outcomes):.2f}, "
-        f"LLM tokens {sum(o.get('llm_tokens', 0) for o in outcomes)}, "
+        f"LLM tokens {sum(o.get('llm_tokens', 0) for o in outcomes):,} (billed, cache included), "
         f"LLM ${sum(o.get('llm_cost_usd', 0) for o in outcomes):.4f}"
     )
     return "\n".join(lines)
@@ -252,9 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     from train.spec import format_validation_error
 
     try:  # every setting is checked before Ray starts
+        budget = {k: v for k, v in (("agent_max_turns", args.agent_max_turns),
+                                    ("agent_max_tokens", args.agent_max_tokens),
+                                    ("agent_max_usd", args.agent_max_usd),
+                                    ("target_params", args.target_params)) if v is not None}
         options = ScalerOptions(experiments=args.experiments, code=args.code, proposals=args.proposals,
                                 ledger=args.ledger, launch=not args.no_launch, dry_run=args.dry_run,
-                                model=args.model, tracker_namespace=args.namespace, storage=args.storage)
+                                model=args.model, tracker_namespace=args.namespace, storage=args.storage,
+                                planner=args.planner, **budget)
         config = None
         if not (args.no_autoresearch or args.dry_run or args.no_launch):
             config = ResearchConfig.checked(
@@ -316,7 +333,7 @@ def _run(args, options, config, stop: StopSignals) -> int:
 
         config = config.model_copy(update={"gpus": 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0})
         research = start_autoresearch(config)
-    crashed = False
+    crashed = all_failed = False
     while True:
         t0 = time.time()
         # Never silent: the files read, the MVEs found, and those a person should look at.
@@ -334,6 +351,9 @@ def _run(args, options, config, stop: StopSignals) -> int:
         for c in crashes:
             print(f"agent crashed: {c}", file=sys.stderr)
         crashed = crashed or bool(crashes)
+        all_failed = bool(outcomes) and all(o["status"] == "failed" for o in outcomes)
+        if all_failed:
+            print(f"every MVE failed ({len(outcomes)}); see REASON above", file=sys.stderr)
         if args.interval is None:
             break
         log.info("next round in %.0f minute(s)", args.interval)
@@ -343,7 +363,7 @@ def _run(args, options, config, stop: StopSignals) -> int:
         if stop.signum:
             print(stopped_line(stop, tracker, started), file=sys.stderr)
             return 128 + stop.signum
-    return 1 if crashed else 0
+    return 1 if crashed or all_failed else 0
 
 
 if __name__ == "__main__":

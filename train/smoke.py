@@ -54,7 +54,7 @@ def smoke_test(spec: TrainSpec, expected_params: int | None = None, tolerance: f
                    else (est.memory_cpu_gb, round(machine_memory_gb(), 1)))
     checks["memory"] = {"ok": need <= limit, "estimate_gb": round(need, 2), "limit_gb": limit}
     return {"ok": all(c["ok"] for c in checks.values()), "params": params, "checks": checks,
-            "seconds": round(time.time() - t0, 2)}
+            "estimate": est.to_dict(), "seconds": round(time.time() - t0, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,12 @@ of agents from doing the same MVE twice. For one MVE an agent:
 
 1. claims `scale:NNN` and heartbeats from a thread (a refused heartbeat stops it);
 2. reads the MVE's documents, code and proposal;
-3. designs a ScalePlan (Claude through the Anthropic SDK when a key is set,
-   else the offline planner) and validates it against the hard limits;
+3. designs a ScalePlan (`planning`: with a key, Claude in an agentic session
+   that writes and smoke-tests the code, or in one call; without one, or when
+   the API fails after the SDK's retries, the offline planner, which ports the
+   MVE's own model and declines an MVE it cannot train) and validates it
+   against the hard limits; a kernel benchmark may come back as a
+   BenchmarkPlan, run as a Ray task holding its GPUs instead of training;
 4. writes `code/NNN_scaled/` atomically and smoke-tests it in a subprocess with
    the sandbox's environment (no secrets, no GPU) and a timeout;
 5. trains it through `train.run` with the plan's GPUs; on a cluster without
@@ -29,25 +33,24 @@ claim released as abandoned, and `run_once` returns within seconds.
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from actors.scaler import benchmark_job
 from actors.scaler.discovery import MVE, SCALE_PREFIX, find_mves, normalise_claim
 from actors.scaler.judge_claude import make_judge
+from actors.scaler.model_port import NoModel, rehearsal_kwargs
 from actors.scaler.options import ScalerOptions
-from actors.scaler.plan import ScalePlan
-from actors.scaler.planners import ClaudePlanner, OfflinePlanner
+from actors.scaler.plan import BenchmarkPlan
+from actors.scaler.planning import Planned, Planning
 from actors.scaler.scaffold import OwnershipError, ScaffoldError, set_aside, write_scaled_experiment
+from actors.scaler.steps import StepFailed, smoke_test
 from actors.shared import metrics
-from actors.shared.llm import LLMClient, LLMError, ReplyRejected, make_llm
+from actors.shared.llm import LLMClient, LLMError, make_llm
 from actors.shared.pricing import Usage
-from actors.shared.sandbox import child_env
-from actors.shared.stopping import Stopped, check_stop, run_child, wait_task
+from actors.shared.stopping import Stopped, check_stop, wait_task
 from actors.tracker.actor import ACTOR_NAME
 from actors.tracker.client import Lease, LeaseLost, LeaseRefused, TrackerClient
 from actors.tracker.owners import process_owner
@@ -56,7 +59,7 @@ from train.data.base import DatasetUnavailable
 from train.limits import LimitExceeded
 from train.models.custom import ModelLoadError
 from train.run import TrainingFailed
-from train.spec import SpecError, TrainSpec
+from train.spec import DEFAULT_USD_PER_GPU_HOUR, SpecError, TrainSpec
 from train.storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -66,16 +69,6 @@ LAPTOP_OVERRIDES = (
     "budget.max_steps=40", "budget.eval_interval=20", "budget.eval_batches=4", "budget.max_hours=0.1",
     "budget.patience=null", "budget.target=null", "precision=fp32", "logging.tensorboard=false",
 )
-MAX_DOC_CHARS = 60_000  # per document sent to the planner
-
-
-class StepFailed(RuntimeError):
-    """A step of scaling one MVE failed; the message says which and why.
-    `usage`: what the LLM billed on the way (a rejected plan is billed too)."""
-
-    def __init__(self, message: str, usage: Usage | None = None) -> None:
-        super().__init__(message)
-        self.usage = usage if usage is not None else Usage()
 
 
 # What a step of `_scale` may raise when the MVE, the plan, the model or the
@@ -88,9 +81,10 @@ EXPECTED_FAILURES = (StepFailed, LLMError, ScaffoldError, SpecError, LimitExceed
 @dataclass
 class Outcome:
     mve_id: str
-    status: str  # scaled, failed, planned (--dry-run), scaffolded (--no-launch), lost, stopped
+    status: str  # scaled, failed, declined, planned (--dry-run), scaffolded (--no-launch), lost, stopped
     reason: str
     agent: str
+    planner: str = ""
     folder: str | None = None
     token: int | None = None
     mode: str | None = None
@@ -105,34 +99,20 @@ class Outcome:
         return asdict(self)
 
 
-def smoke_test(folder: Path, timeout_s: float) -> None:
-    """Run the generated `train.py --smoke` in its folder, in a child process that
-    sees no secret and no GPU, under `timeout_s`; StepFailed saying why it failed."""
-    try:
-        proc = run_child([sys.executable, "train.py", "--smoke"], cwd=folder, env=child_env(gpu=False),
-                         timeout_s=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise StepFailed(f"smoke test timed out after {timeout_s:.0f}s") from None
-    if proc.returncode != 0:
-        tail = (proc.stdout.strip().splitlines() or proc.stderr.strip().splitlines() or ["no output"])[-1]
-        try:
-            report = json.loads(tail)
-            failed = [f"{name} {check}" for name, check in report.get("checks", {}).items() if not check.get("ok")]
-            tail = "; ".join(failed) or report.get("error", tail)
-        except (ValueError, AttributeError):
-            pass
-        raise StepFailed(f"smoke test failed: {tail[:500]}")
-
-
 def _waits(result: dict | None) -> bool:
     """An MVE let go on purpose (--dry-run, --no-launch) waits for a later round;
-    one let go because the operator stopped the job is taken up again at once."""
-    return (result or {}).get("reason") in ("dry run", "--no-launch")
+    one let go because the operator stopped the job is taken up again at once.
+    One the offline planner declined waits too: it will decline it again."""
+    return (result or {}).get("reason") in ("dry run", "--no-launch") or bool((result or {}).get("declined"))
 
 
 def laptop_spec(spec: TrainSpec) -> TrainSpec:
     """The plan's spec cut down to a CPU rehearsal that runs in about a minute."""
     m = spec.model
+    if m.family == "custom":  # its sizes are its constructor's arguments
+        return spec.with_overrides(list(LAPTOP_OVERRIDES)).model_copy(update={"model": m.model_copy(
+            update={"kwargs": rehearsal_kwargs(m.kwargs), "d_model": min(m.d_model, 128),
+                    "n_layers": min(m.n_layers, 2)})})
     d_model = min(m.d_model, 128)
     heads = 2 if d_model % 2 == 0 else 1
     kv = 1 if (m.n_kv_heads is not None and m.n_kv_heads < m.n_heads) else None
@@ -159,8 +139,7 @@ class ScalerAgent:
         self.tracker = TrackerClient(handle)
         if llm is None:
             llm = make_llm(options.model, offline=options.offline)
-        self.planner = ClaudePlanner(llm) if llm is not None else None
-        self.offline = OfflinePlanner()
+        self.planning = Planning(options, llm)
         # Who reads the MVEs' verdicts: Claude with a key (answers cached by file hash), else the heuristics.
         self.judge = make_judge(options.model, offline=options.offline)
         gpus = options.gpus_available
@@ -240,14 +219,14 @@ class ScalerAgent:
         t0 = time.time()
         outcome = Outcome(mve.id, "failed", "", self.agent_id, token=lease.token)
         folder: Path | None = None
+        planned: Planned | None = None
         try:
             self._now(f"planning {mve.work_id}")
-            plan, usage, planner_name = self._plan(mve, lease)
-            outcome.llm_tokens, outcome.llm_cost_usd = usage.tokens, usage.cost_usd
-            try:
-                est = plan.checked_estimate()  # a custom model is built from the plan's own files
-            except ValueError as exc:
-                raise StepFailed(f"plan refused: {exc}") from None
+            planned = self.planning.plan(mve, lease)
+            plan = planned.plan
+            outcome.planner = planned.planner
+            outcome.llm_tokens, outcome.llm_cost_usd = planned.usage.billed_tokens, planned.usage.cost_usd
+            est = self.planning.fits(planned)
             if self.options.dry_run:
                 lease.finish("abandoned", {"reason": "dry run"})
                 outcome.status, outcome.reason = "planned", f"dry run: {plan.title}"
@@ -255,7 +234,12 @@ class ScalerAgent:
             lease.check()
             check_stop()
             self._now(f"writing and smoke-testing {mve.work_id}")
-            folder = write_scaled_experiment(plan, self.options.code, est, planner_name, mve.path)
+            if isinstance(plan, BenchmarkPlan):
+                folder = benchmark_job.write_benchmark_experiment(plan, self.options.code, planned.planner, mve.path,
+                                                                  planned.extra_files)
+            else:
+                folder = write_scaled_experiment(plan, self.options.code, est, planned.planner, mve.path,
+                                                 source=planned.source, extra_files=planned.extra_files)
             outcome.folder = str(folder)
             smoke_test(folder, self.options.smoke_timeout_s)
             check_stop()
@@ -264,7 +248,18 @@ class ScalerAgent:
                 lease.finish("abandoned", {"reason": "--no-launch"})
                 outcome.status, outcome.reason = "scaffolded", "written and smoke-tested; not launched"
                 return outcome
-            self._train_and_record(mve, lease, plan, est, planner_name, usage, folder, outcome)
+            if isinstance(plan, BenchmarkPlan):
+                self._benchmark_and_record(mve, lease, planned, folder, outcome)
+            else:
+                self._train_and_record(mve, lease, planned, est, folder, outcome)
+            return outcome
+        except NoModel as exc:  # the offline planner declines: the MVE needs the LLM planner
+            outcome.status, outcome.reason = "declined", str(exc)
+            logger.warning("%s declined %s: %s", self.agent_id, mve.work_id, exc)
+            try:
+                lease.finish("abandoned", {"reason": str(exc)[:2000], "declined": True})
+            except LeaseLost as lost:
+                outcome.status, outcome.reason = "lost", f"{exc}; {lost}"
             return outcome
         except Stopped as exc:
             outcome.status, outcome.reason = "stopped", str(exc)
@@ -286,7 +281,7 @@ class ScalerAgent:
         except EXPECTED_FAILURES as exc:  # the MVE failed, not the agent: record, release, clean up
             billed = getattr(exc, "usage", None)
             if isinstance(billed, Usage) and not outcome.llm_tokens:
-                outcome.llm_tokens, outcome.llm_cost_usd = billed.tokens, billed.cost_usd
+                outcome.llm_tokens, outcome.llm_cost_usd = billed.billed_tokens, billed.cost_usd
             outcome.reason = str(exc) if isinstance(exc, (StepFailed, LLMError)) else f"{type(exc).__name__}: {exc}"
             logger.warning("%s failed on %s: %s", self.agent_id, mve.work_id, outcome.reason)
             self._set_aside(folder, "failed")
@@ -307,34 +302,15 @@ class ScalerAgent:
             raise
         finally:
             outcome.seconds = round(time.time() - t0, 1)
+            if planned is not None and planned.note and outcome.status in ("scaled", "planned", "scaffolded"):
+                outcome.reason = f"{planned.note}; {outcome.reason}"
 
     # -- steps -----------------------------------------------------------------------
 
-    def _plan(self, mve: MVE, lease: Lease) -> tuple[ScalePlan, Usage, str]:
-        if self.planner is None:
-            try:
-                return self.offline.design(mve.id, mve.results, title=""), Usage(), self.offline.name
-            except ValueError as exc:  # what the MVE's results.json says cannot be planned
-                raise StepFailed(f"offline planner: {exc}") from None
-        lease.check()
-        try:
-            plan, usage = self.planner.design_plan(mve.id, self._documents(mve))
-        except ReplyRejected as exc:
-            raise StepFailed(f"the planner's plan was rejected twice: {exc.reason}", usage=exc.usage) from None
-        return plan, usage, self.planner.name
-
-    def _documents(self, mve: MVE) -> dict[str, str]:
-        docs: dict[str, str] = {}
-        for path in mve.source_files():  # both layouts: notes, code/NNN/, the proposal
-            try:
-                docs[str(path.relative_to(mve.root))] = path.read_text(errors="replace")[:MAX_DOC_CHARS]
-            except (OSError, ValueError):
-                continue
-        return docs
-
-    def _train_and_record(self, mve, lease, plan, est, planner_name, usage, folder, outcome) -> None:
+    def _train_and_record(self, mve, lease, planned: Planned, est, folder, outcome) -> None:
         from train.run import append_run_to_ledger
 
+        plan = planned.plan
         spec = plan.to_train_spec(folder)  # its model file, if any, from the folder just written
         mode = "full"
         if not self.gpus_available:
@@ -349,24 +325,47 @@ class ScalerAgent:
         metrics.record_training_spend(results.get("gpu_hours"), results.get("cost_usd"))
         lease.confirm()  # fencing: record only while our token still holds
         record = {
-            "mve_id": mve.id, "agent": self.agent_id, "owner": self.owner, "token": lease.token, "mode": mode,
-            "planner": planner_name,
+            **self._record_head(mve, lease, planned, mode),
             "plan": {"title": plan.title, "params": est.params, "gpus": plan.gpus, "hours": plan.hours,
                      "projected_gpu_hours": est.gpu_hours, "projected_cost_usd": est.cost_usd},
-            "llm": asdict(usage),
             **{k: results.get(k) for k in ("val_loss", "val_loss_at_start", "val_bpb", "val_accuracy", "steps",
                                            "tokens", "tokens_per_s", "peak_memory_mb", "wall_s", "gpu_hours",
-                                           "cost_usd", "stop_reason", "checkpoint") if k in results},
+                                           "cost_usd", "stop_reason", "checkpoint", "params") if k in results},
         }
         atomic_write_json(folder / "results.json", record)
         append_run_to_ledger(self.options.ledger, spec, results, folder / "run", f"python {folder / 'train.py'}")
-        summary = {k: record.get(k) for k in ("val_loss", "gpu_hours", "cost_usd", "mode")}
+        summary = {k: record.get(k) for k in ("val_loss", "gpu_hours", "cost_usd", "mode", "planner")}
         # Evicted in the instant between the check and the release: LeaseLost, and the
         # new holder's own run decides what stands.
         lease.finish("done", summary)
         outcome.status, outcome.reason, outcome.mode = "scaled", plan.title, mode
         outcome.val_loss = results.get("val_loss")
         outcome.gpu_hours, outcome.cost_usd = results.get("gpu_hours") or 0.0, results.get("cost_usd") or 0.0
+
+    def _benchmark_and_record(self, mve, lease, planned: Planned, folder, outcome) -> None:
+        """A benchmark plan's job: a Ray task holding its GPUs (see benchmark_job)."""
+        plan = planned.plan
+        lease.check()
+        self._now(f"running the benchmark {mve.work_id}")
+        with metrics.training_job_running(self.agent_id):
+            result, mode = benchmark_job.launch(plan, folder, self.gpus_available, lease)
+        if result["returncode"] != 0:
+            raise StepFailed(f"the benchmark job failed (exit {result['returncode']}): "
+                             f"{result['output_tail'][-400:]}")
+        gpu_hours = result["wall_s"] / 3600 * (plan.gpus if mode == "full" else 0)
+        lease.confirm()
+        record = {**self._record_head(mve, lease, planned, mode), "kind": "benchmark",
+                  "plan": {"title": plan.title, "gpus": plan.gpus, "hours": plan.hours, "command": plan.command},
+                  "gpu_hours": gpu_hours, "cost_usd": gpu_hours * DEFAULT_USD_PER_GPU_HOUR, **result}
+        atomic_write_json(folder / "results.json", record)
+        lease.finish("done", {k: record.get(k) for k in ("gpu_hours", "cost_usd", "mode", "planner", "metrics")})
+        outcome.status, outcome.reason, outcome.mode = "scaled", plan.title, mode
+        outcome.gpu_hours, outcome.cost_usd = gpu_hours, record["cost_usd"]
+
+    def _record_head(self, mve, lease, planned: Planned, mode: str) -> dict:
+        return {"mve_id": mve.id, "agent": self.agent_id, "owner": self.owner, "token": lease.token, "mode": mode,
+                "planner": planned.planner, **({"planner_note": planned.note} if planned.note else {}),
+                **({"model_source": planned.source} if planned.source else {}), "llm": asdict(planned.usage)}
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ limit, before Ray starts anything.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +19,11 @@ SMOKE_TIMEOUT_S = 300.0
 # A failed (or dry-run/no-launch) MVE waits this long before any agent tries it
 # again, so that one MVE does not take every agent's turn in the same round.
 RETRY_FAILED_AFTER_S = 600.0
+# One MVE's agentic session stays under about $2 (Claude Sonnet 4.5 prices: a
+# 40-turn session re-reading a ~40k-token cached context costs about $1).
+AGENT_MAX_TURNS = 40
+AGENT_MAX_TOKENS = 3_000_000  # billed: input, output, cache writes and cache reads
+AGENT_MAX_USD = 2.0
 
 
 class ScalerOptions(BaseModel):
@@ -31,6 +37,13 @@ class ScalerOptions(BaseModel):
     dry_run: bool = Field(False, description="plan only: write nothing, train nothing")
     model: str | None = Field(None, min_length=1, description="Claude model (default: $ANTHROPIC_MODEL or the default)")
     offline: bool = Field(False, description="use the offline planner even when ANTHROPIC_API_KEY is set")
+    target_params: int = Field(25_000_000, ge=10_000, le=10_000_000_000,
+                               description="parameters the offline planner scales a model to")
+    planner: Literal["agentic", "single"] = Field(
+        "agentic", description="with a key: an agentic session with tools (agentic) or one tool-use call (single)")
+    agent_max_turns: int = Field(AGENT_MAX_TURNS, ge=1, le=500, description="turns of one MVE's agentic session")
+    agent_max_tokens: int = Field(AGENT_MAX_TOKENS, ge=1000, description="billed tokens of one MVE's session")
+    agent_max_usd: float = Field(AGENT_MAX_USD, gt=0, le=100, description="dollars of one MVE's session")
     gpus_available: bool | None = Field(None, description="whether the cluster has GPUs (default: ask Ray)")
     smoke_timeout_s: float = Field(SMOKE_TIMEOUT_S, gt=0, le=3600, description="limit of the smoke test")
     retry_failed_after_s: float = Field(RETRY_FAILED_AFTER_S, ge=0, description="wait before retrying a failed MVE")

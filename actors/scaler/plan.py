@@ -7,17 +7,25 @@ the training engine has, and its TrainSpec against the limits with
 `train.estimate.check_fits` (GPUs, hours, and the 80 GB per GPU once the model
 can be built). The agent runs the same check again when it turns the plan into
 a job, for the parameters, GPU-hours and cost it records.
+
+A model that is code (`model.family: custom`, its file among `files`) is never
+built in this process: that would run code an LLM or an MVE's author wrote
+here. `checked_estimate` builds it in a sandboxed child (`sandboxed_fits`), and
+the smoke test builds it again; GPUs and hours are checked on construction as
+for any plan.
+
+`BenchmarkPlan`: a kernel-benchmark MVE scaled as a benchmark job instead.
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from actors.scaler.sandboxed import sandboxed_fits
 from train.estimate import Estimate, check_fits
 from train.limits import MAX_GPUS, MAX_HOURS, LimitExceeded, check_gpus, check_hours
 from train.spec import ModelSpec, OptimSpec, TrainSpec, check_benchmark
@@ -72,20 +80,23 @@ class ScalePlan(BaseModel):
     def _relative_paths(cls, files: dict[str, str]) -> dict[str, str]:
         # Paths come from an LLM: only plain relative paths inside the folder.
         for name in files:
-            _check_relative(name, "file path")
+            check_relative(name)
         return files
 
     @field_validator("model")
     @classmethod
     def _model_file_inside(cls, model: ModelSpec) -> ModelSpec:
         if model.path is not None:
-            _check_relative(model.path, "model.path")
+            check_relative(model.path, what="model.path")
         return model
 
     @model_validator(mode="after")
     def _inside_the_hard_limits(self):
         # GPUs and hours are refused above under the plan's own field names;
-        # this adds the 80 GB per GPU, which needs the model built.
+        # this adds the 80 GB per GPU, which needs the model built. Code is
+        # built only in a sandboxed child, where the plan becomes a job.
+        if self.model.family == "custom":
+            return self
         try:
             self.checked_estimate()
         except LimitExceeded:
@@ -104,16 +115,12 @@ class ScalePlan(BaseModel):
 
     def checked_estimate(self) -> Estimate:
         """`check_fits` of the plan's spec, a custom model included: the plan's
-        files are laid out in a scratch folder as the experiment folder will hold
-        them, and the model is built from there."""
+        files are laid out as the experiment folder will hold them and the model
+        is built from there, in a sandboxed child (no secrets, a timeout).
+        LimitExceeded, or a ValueError saying why the model does not build."""
         if self.model.family != "custom":
             return check_fits(self.to_train_spec())
-        with tempfile.TemporaryDirectory(prefix=f"plan-{self.mve_id}-") as tmp:
-            for rel, text in self.files.items():
-                target = Path(tmp, rel)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
-            return check_fits(self.to_train_spec(Path(tmp)))
+        return Estimate(**sandboxed_fits(self.to_train_spec().model_dump(mode="json"), self.files))
 
     def to_train_spec(self, folder: Path | None = None) -> TrainSpec:
         """The TrainSpec the scaled experiment runs (its shape validated; the plan
@@ -141,7 +148,63 @@ class ScalePlan(BaseModel):
                                                                  source=f"plan for MVE {self.mve_id}")
 
 
-def _check_relative(name: str, what: str) -> None:
+def check_relative(name: str, what: str = "file path") -> str:
+    """A path an LLM wrote: plain, relative, inside the experiment folder."""
     p = PurePosixPath(name)
     if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name.startswith("~"):
         raise ValueError(f"{what} {name!r} escapes the experiment folder")
+    return name
+
+
+class BenchmarkPlan(BaseModel):
+    """An MVE that measures code rather than trains a model (a kernel
+    benchmark) is scaled as a benchmark job: its command runs in the scaled
+    folder as a Ray task that holds `gpus` GPUs, killed after `hours`. The
+    hard limits hold as for training: at most 2 GPUs and 6 hours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mve_id: str = Field(description="the MVE's three-digit number, e.g. '012'")
+    title: str = Field(description="one line: what is measured, at which sizes, on what hardware")
+    rationale: str = Field(description="what the MVE showed and what the scaled benchmark tests")
+    command: list[str] = Field(min_length=2, description='argv run in the scaled folder, e.g. ["python", '
+                               '"bench.py", "--sizes", "4096,8192"]; it prints one JSON object as its last line, '
+                               "or writes results_file")
+    smoke_command: list[str] = Field(min_length=2, description="a short run of the same code that passes on CPU, "
+                                     "without a GPU, in under a minute")
+    gpus: int = Field(ge=0, description=f"GPUs the benchmark holds, at most {MAX_GPUS}")
+    hours: float = Field(gt=0, description=f"wall-clock limit, at most {MAX_HOURS:g} hours")
+    success_criteria: list[str] = Field(min_length=1, description="measurable, e.g. '>= 1.5x eager at d=8192'")
+    results_file: str = Field("benchmark_results.json", description="a JSON file the command may write")
+    files: dict[str, str] = Field(default_factory=dict, description="files of the scaled folder, path -> content")
+
+    _three = field_validator("mve_id")(lambda cls, v: ScalePlan._three_digits(v))
+    _gpu_limit = field_validator("gpus")(lambda cls, v: check_gpus(v))
+    _hour_limit = field_validator("hours")(lambda cls, v: check_hours(v))
+
+    @field_validator("command", "smoke_command")
+    @classmethod
+    def _python_script_inside(cls, argv: list[str]) -> list[str]:
+        # Run with our interpreter, on a script inside the folder; no shell.
+        if argv[0] not in ("python", "python3"):
+            raise ValueError(f"must start with python, got {argv[0]!r}")
+        if not argv[1].endswith(".py"):
+            raise ValueError(f"must run a .py script of the folder, got {argv[1]!r}")
+        check_relative(argv[1], what="script")
+        return argv
+
+    @field_validator("results_file")
+    @classmethod
+    def _relative_results(cls, name: str) -> str:
+        return check_relative(name, what="results_file")
+
+    @field_validator("files")
+    @classmethod
+    def _relative_paths(cls, files: dict[str, str]) -> dict[str, str]:
+        for name in files:
+            check_relative(name)
+        return files
+
+    @property
+    def name(self) -> str:
+        return f"{self.mve_id}_scaled"

@@ -5,9 +5,15 @@
 asks once through `LLMClient.ask`: tool use whose input schema is ScalePlan's,
 the client's single retry with feedback when a plan fails validation.
 
-`OfflinePlanner` is used when no ANTHROPIC_API_KEY is set (a laptop, CI). From
-the MVE's `results.json` it takes the benchmark, model family and sequence
-length; then:
+`OfflinePlanner` is used when no ANTHROPIC_API_KEY is set (a laptop, CI), and
+when Claude cannot be reached. It scales the MVE's own model: when the MVE's
+code holds a trainable language model it is ported (`model_port`: imported
+only in a sandboxed child, sized by its own constructor arguments, copied into
+models/, a same-size GPT named as the baseline); else the built-in family that
+results.json names (keeping its grouped-query ratio and rope_base). An MVE
+with neither (a kernel benchmark, an analysis) is declined: it needs the LLM
+planner. From the MVE's `results.json` it takes the benchmark, model family
+and sequence length; then:
 
 - size: width and depth scaled together to the parameter target (default 25M,
   inside the usual 10M-50M), keeping d_model = 64 * n_layers, the aspect ratio
@@ -22,8 +28,10 @@ length; then:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
+from actors.scaler.sandboxed import PROBE_TIMEOUT_S
 from actors.scaler.plan import Baseline, ScalePlan
 from actors.shared.llm import LLMClient
 from actors.shared.pricing import Usage
@@ -124,15 +132,58 @@ class OfflinePlanner:
         self.target_params = target_params
         self.batch_size = batch_size
 
-    def design(self, mve_id: str, facts: dict, title: str = "") -> ScalePlan:
-        """`facts` is the MVE's results.json: benchmark, model_family, seq_len,
-        metric and value (what the MVE reached), all optional."""
-        benchmark, family, seq_len, data_params = self._read_facts(mve_id, facts)
-        model = self._size_model(family, benchmark, seq_len, data_params)
+    def plan_mve(self, mve_id: str, folders: list[Path], facts: dict,
+                 timeout_s: float = PROBE_TIMEOUT_S) -> tuple[ScalePlan, str, dict | None]:
+        """The plan for one MVE, where its model comes from, and the estimate
+        when the sandboxed child checked it (a ported model): the MVE's own
+        language model when its code (`folders`) holds one (ported, see
+        model_port), else the built-in family its results.json names. An MVE
+        with neither (a kernel benchmark, an analysis) raises NoModel: it needs
+        the LLM planner."""
+        from actors.scaler.model_port import NoModel, describe_without_model, may_hold_language_model, port_offline
 
-        plan = self._plan(mve_id, title, facts, model, benchmark, data_params, seq_len, gpus=1, max_steps=1, hours=1.0)
+        self.read_facts(mve_id, facts)  # what results.json says wrong is said before any code runs
+        family = facts.get("model_family")
+        why_not_ported = ""
+        if may_hold_language_model(folders):
+            try:
+                port = port_offline(mve_id=mve_id, folders=folders, facts=facts, target_params=self.target_params,
+                                    batch_size=self.batch_size, timeout_s=timeout_s)
+                return ScalePlan.model_validate(port.plan), f"its own model, {port.source}", port.estimate
+            except NoModel as exc:
+                why_not_ported = str(exc)
+        if family in ("gpt", "rnn"):
+            plan = self.design(mve_id, facts)
+            if why_not_ported:
+                plan = plan.model_copy(update={"rationale": plan.rationale + f" (Its code was not ported: "
+                                                                              f"{why_not_ported[:300]}.)"})
+            return plan, f"the built-in {family} its results.json names", None
+        why = why_not_ported or describe_without_model(folders, facts)
+        raise NoModel(f"MVE {mve_id} has no model the offline planner can train ({why}); it needs the LLM "
+                      f"planner (set ANTHROPIC_API_KEY)")
+
+    def design(self, mve_id: str, facts: dict, title: str = "", *, model: ModelSpec | None = None,
+               idea: str = "") -> ScalePlan:
+        """`facts` is the MVE's results.json: benchmark, model_family, seq_len,
+        metric and value (what the MVE reached), all optional. `model` is the
+        scaled model when the caller sized it (a ported one); else the built-in
+        family of `facts`, sized here, keeping the MVE's grouped-query ratio and
+        the constructor options it recorded (e.g. rope_base)."""
+        benchmark, family, seq_len, data_params = self.read_facts(mve_id, facts)
+        if model is None:
+            carried = self._carried(family, facts)
+            model = self._size_model(family, benchmark, seq_len, data_params, carried)
+            kept = []
+            if model.n_kv_heads:
+                kept.append(f"grouped-query attention ({model.n_heads} query heads to {model.n_kv_heads} KV heads, "
+                            f"the MVE's {facts['n_heads']}:{facts['n_kv_heads']})")
+            kept += [f"{k}={v:g}" for k, v in model.kwargs.items()]
+            if kept:
+                idea = f"keeps the MVE's {' and '.join(kept)}"
+
+        plan = self._plan(mve_id, title, facts, model, benchmark, data_params, seq_len, gpus=1, max_steps=1,
+                          hours=1.0, idea=idea)
         est = estimate(plan.to_train_spec())
-        plan = plan.model_copy(update={"target_params": est.params})  # the size actually designed
         tokens = TOKENS_PER_PARAM * est.params
         gpus = 1
         steps = max(1, math.ceil(tokens / (self.batch_size * seq_len)))
@@ -146,13 +197,13 @@ class OfflinePlanner:
             hours = self._hours(plan, steps, gpus)
         budget_hours = min(MAX_HOURS, round(hours * 1.25 + 0.25, 2))
         final = self._plan(mve_id, title, facts, model, benchmark, data_params, seq_len,
-                           gpus=gpus, max_steps=steps, hours=budget_hours)
-        return final.model_copy(update={"target_params": est.params})
+                           gpus=gpus, max_steps=steps, hours=budget_hours, idea=idea, params=est.params)
+        return final.model_copy(update={"target_params": est.params})  # the size actually designed
 
     # -- rules -------------------------------------------------------------------
 
     @staticmethod
-    def _read_facts(mve_id: str, facts: dict) -> tuple[str, str, int, dict]:
+    def read_facts(mve_id: str, facts: dict) -> tuple[str, str, int, dict]:
         """(benchmark, family, seq_len, data_params) from results.json, or a
         ValueError naming the bad entry: the file is written by people."""
         from train.data import BENCHMARKS, benchmark_params
@@ -177,15 +228,41 @@ class OfflinePlanner:
         known = benchmark_params(benchmark)
         return benchmark, family, int(seq_len), {k: v for k, v in raw.items() if k in known}
 
-    def _size_model(self, family: str, benchmark: str, seq_len: int, data_params: dict) -> ModelSpec:
+    @staticmethod
+    def _carried(family: str, facts: dict) -> dict:
+        """What of the MVE's built-in model the scaled one keeps: the query-to-KV
+        head ratio (grouped-query attention) and constructor options of the
+        family that results.json records (GPT: rope_base)."""
+        if family != "gpt":
+            return {}
+        carried: dict = {}
+        heads, kv = facts.get("n_heads"), facts.get("n_kv_heads")
+        if isinstance(heads, int) and isinstance(kv, int) and 0 < kv < heads and heads % kv == 0:
+            carried["kv_ratio"] = heads // kv
+        base = facts.get("rope_base")
+        if isinstance(base, (int, float)) and not isinstance(base, bool) and base > 0:
+            carried["rope_base"] = float(base)
+        return carried
+
+    def _size_model(self, family: str, benchmark: str, seq_len: int, data_params: dict,
+                    carried: dict | None = None) -> ModelSpec:
         from train.estimate import build_model_for
         from train.models import count_parameters
         from train.spec import TrainSpec
 
+        carried = carried or {}
         best, best_gap = None, None
         for layers in range(2, 25):
             d = 64 * layers
-            spec_model = ModelSpec(family=family, d_model=d, n_layers=layers, n_heads=max(1, d // 64))
+            heads = max(1, d // 64)
+            kv = None
+            if carried.get("kv_ratio"):
+                kv = max(1, heads // carried["kv_ratio"])
+                while heads % kv:
+                    kv -= 1
+            kwargs = {"rope_base": carried["rope_base"]} if "rope_base" in carried else {}
+            spec_model = ModelSpec(family=family, d_model=d, n_layers=layers, n_heads=heads, n_kv_heads=kv,
+                                   kwargs=kwargs)
             spec = TrainSpec.parse({"model": spec_model.model_dump(),
                                     "data": {"benchmark": benchmark, "seq_len": seq_len, "params": data_params}})
             params = count_parameters(build_model_for(spec, "meta"))
@@ -200,7 +277,8 @@ class OfflinePlanner:
         trial = plan.model_copy(update={"max_steps": steps, "gpus": gpus, "hours": MAX_HOURS})
         return estimate(trial.to_train_spec()).compute_hours
 
-    def _plan(self, mve_id, title, facts, model, benchmark, data_params, seq_len, *, gpus, max_steps, hours) -> ScalePlan:
+    def _plan(self, mve_id, title, facts, model, benchmark, data_params, seq_len, *, gpus, max_steps, hours,
+              idea="", params=None) -> ScalePlan:
         metric = "val_accuracy" if benchmark == "mqar" else "val_bpb"
         reached = facts.get("value")
         if metric == "val_accuracy":
@@ -211,15 +289,27 @@ class OfflinePlanner:
             criteria = ["val_bpb below the baseline's at the same parameter count and token budget",
                         "val_bpb keeps improving over the last quarter of training"]
             target = None
-        other = "rnn" if model.family == "gpt" else "gpt"
+        if model.family == "custom":
+            gpt = self._size_model("gpt", benchmark, seq_len, data_params)
+            baseline = Baseline(name=f"gpt-d{gpt.d_model}x{gpt.n_layers}-same-size", family="gpt",
+                                why=f"a GPT of about the same size ({gpt.d_model} wide, {gpt.n_layers} layers) on "
+                                    f"the same data and tokens: is the MVE's architecture what helps?")
+            what = f"{model.class_name} ({model.path})"
+        else:
+            other = "rnn" if model.family == "gpt" else "gpt"
+            baseline = Baseline(name=f"{other}-same-size", family=other,
+                                why=f"is the gain specific to the {model.family} MVE design?")
+            what = f"{model.family} d{model.d_model}x{model.n_layers}"
+        size = f"{params / 1e6:.1f}M" if params else f"about {self.target_params / 1e6:.0f}M"
         return ScalePlan(
             mve_id=mve_id,
-            title=title or f"MVE {mve_id} scaled: {model.family} d{model.d_model}x{model.n_layers} on {benchmark}",
+            title=title or f"MVE {mve_id} scaled: {what} at {size} params on {benchmark}",
             rationale=(f"Offline rule-based plan: the MVE reached {metric}={reached} at "
                        f"{facts.get('params', 'unknown')} parameters; scale width and depth together to "
-                       f"about {self.target_params / 1e6:.0f}M parameters at ~{TOKENS_PER_PARAM} tokens per parameter."),
+                       f"about {self.target_params / 1e6:.0f}M parameters at ~{TOKENS_PER_PARAM} tokens per parameter"
+                       + (f"; it {idea}" if idea else "") + "."),
             model=model,
-            target_params=self.target_params,
+            target_params=params or self.target_params,
             benchmark=benchmark,
             data_params=data_params,
             seq_len=seq_len,
@@ -229,8 +319,7 @@ class OfflinePlanner:
             eval_interval=max(1, max_steps // 20),
             gpus=gpus,
             hours=hours,
-            baselines=[Baseline(name=f"{other}-same-size", family=other,
-                                why=f"is the gain specific to the {model.family} MVE design?")],
+            baselines=[baseline],
             success_criteria=criteria,
             early_stop_target=target,
             early_stop_patience=5,

@@ -29,7 +29,8 @@ from actors.scaler.ownership import MARKER, OwnershipError, is_ours, set_aside, 
 from actors.scaler.plan import ScalePlan
 from train.estimate import Estimate
 
-__all__ = ["MARKER", "OwnershipError", "ScaffoldError", "is_ours", "set_aside", "write_scaled_experiment"]
+__all__ = ["GENERATED", "MARKER", "OwnershipError", "ScaffoldError", "inside", "is_ours", "set_aside",
+           "write_folder", "write_scaled_experiment"]
 
 
 class ScaffoldError(OwnershipError):
@@ -62,6 +63,7 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=str(HERE / "run"))
     args = parser.parse_args()
+    out = Path(args.out).resolve()  # relative to where it was run
     os.chdir(HERE)  # paths in config.yaml (model files) are relative to this folder
     from train.limits import LimitExceeded
     from train.spec import SpecError, TrainSpec
@@ -80,8 +82,11 @@ def main() -> int:
         return smoke([str(spec_path), "--expected-params", "{target_params}"])
     from train.run import run
 
+    # Ray puts this process's working directory on its workers' import path; this
+    # folder holds a file named train.py, which would hide the engine's `train` there.
+    os.chdir(HERE.parent)
     try:  # a scaled experiment: the hard limits hold, --set overrides included
-        run(spec, out_dir=args.out, ledger=None, limits=True)
+        run(spec, out_dir=out, ledger=None, limits=True)
     except LimitExceeded as exc:
         print(f"error: {{exc}}", file=sys.stderr)
         return 2
@@ -108,22 +113,42 @@ python -m train.evaluate config.yaml "$ckpt" "$@"
 """
 
 
-def _readme(plan: ScalePlan, est: Estimate, planner: str, mve_path: Path | None) -> str:
+def _architecture(plan: ScalePlan) -> str:
     m = plan.model
+    if m.family == "custom":
+        args = ", ".join(f"{k}={v}" for k, v in m.kwargs.items())
+        return f"`{m.class_name or 'the model'}` from `{m.path}` ({args})"
+    extra = "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}" for k, v in m.kwargs.items())
+    return (f"{m.family}, d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads"
+            + (f", {m.n_kv_heads} KV heads" if m.n_kv_heads else "") + extra)
+
+
+def _models_readme(plan: ScalePlan, source: str) -> str:
+    m = plan.model
+    if m.family != "custom":
+        return (f"# Models\n\nThe scaled model is the training engine's built-in `{m.family}`; files the plan "
+                f"brought are listed in plan.json.\n")
+    args = "\n".join(f"- `{k}`: {v!r}" for k, v in m.kwargs.items())
+    return (f"# Models\n\nThe scaled model is `{m.class_name}` from `{m.path}`"
+            + (f", {source}" if source else "") + f".\n\nConstructor arguments (config.yaml `model.kwargs`):\n\n"
+            f"{args}\n\nFiles: " + ", ".join(f"`{f}`" for f in sorted(plan.files) if f.startswith("models/"))
+            + "\n")
+
+
+def _readme(plan: ScalePlan, est: Estimate | None, planner: str, mve_path: Path | None) -> str:
     rows = [
-        ("Architecture", f"{m.family}, d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads"
-                         + (f", {m.n_kv_heads} KV heads" if m.n_kv_heads else "")),
-        ("Parameters", f"{est.params:,} (target {plan.target_params:,})"),
+        ("Architecture", _architecture(plan)),
+        ("Parameters", f"{est.params:,} (target {plan.target_params:,})" if est else f"target {plan.target_params:,}"),
         ("Benchmark", f"{plan.benchmark} {json.dumps(plan.data_params) if plan.data_params else ''}".strip()),
         ("Sequence length", str(plan.seq_len)),
-        ("Steps / tokens", f"{plan.max_steps:,} / {est.total_tokens:,}"),
+        ("Steps / tokens", f"{plan.max_steps:,} / {est.total_tokens:,}" if est else f"{plan.max_steps:,}"),
         ("Optimiser", f"AdamW lr {plan.optim.lr:g}, {plan.optim.schedule}, warmup {plan.optim.warmup_steps}, "
                       f"batch {plan.optim.batch_size} x accum {plan.optim.grad_accum}"),
         ("GPUs", str(plan.gpus)),
         ("Budget", f"{plan.hours:g} h wall clock"),
-        ("Memory per GPU (estimate)", f"{est.memory_per_gpu_gb:.1f} GB"),
-        ("Projected GPU-hours", f"{est.gpu_hours:.2f}"),
-        ("Projected cost", f"${est.cost_usd:.2f}"),
+        *([("Memory per GPU (estimate)", f"{est.memory_per_gpu_gb:.1f} GB"),
+           ("Projected GPU-hours", f"{est.gpu_hours:.2f}"),
+           ("Projected cost", f"${est.cost_usd:.2f}")] if est else []),
         ("Early stopping", f"target {plan.early_stop_target}, patience {plan.early_stop_patience}"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
@@ -172,42 +197,64 @@ def _data_readme(plan: ScalePlan) -> str:
     return f"# Data\n\nBenchmark `{plan.benchmark}`: {where}.\n\nParameters: `{json.dumps(plan.data_params)}`\n"
 
 
+# Files the scaffold writes from the plan; a plan's own files may not replace them.
+GENERATED = ("README.md", "config.yaml", "plan.json", "train.py", "scripts/run_2gpu.sh", "scripts/eval.sh",
+             "agent/transcript.json")
+
+
 def write_scaled_experiment(
     plan: ScalePlan,
     code_dir: str | Path,
-    estimate: Estimate,
+    estimate: Estimate | None,
     planner: str = "offline",
     mve_path: Path | None = None,
+    *,
+    source: str = "",
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
-    """Write code_dir/NNN_scaled atomically; return its path."""
+    """Write code_dir/NNN_scaled atomically; return its path. `source` says
+    where a custom model came from; `extra_files` are ours (the agentic
+    session's transcript), written beside the plan's. `estimate` None: a trial
+    folder for a smoke test, whose README leaves the projections out."""
+    spec = plan.to_train_spec()
+    files = {
+        "README.md": _readme(plan, estimate, planner, mve_path),
+        "config.yaml": spec.to_yaml(),
+        "plan.json": plan.model_dump_json(indent=2),
+        "train.py": TRAIN_PY.format(name=plan.name, title=plan.title, mve_id=plan.mve_id,
+                                    target_params=plan.target_params),
+        "data/README.md": _data_readme(plan),
+        "scripts/run_2gpu.sh": RUN_SH.format(name=plan.name, gpus=plan.gpus),
+        "scripts/eval.sh": EVAL_SH.format(name=plan.name),
+        "models/README.md": _models_readme(plan, source),
+    }
+    return write_folder(Path(code_dir), plan.name, files, plan.files, extra_files,
+                        executables=("scripts/run_2gpu.sh", "scripts/eval.sh"), mve_id=plan.mve_id, planner=planner)
+
+
+def write_folder(code_dir: Path, name: str, generated: dict[str, str], planned: dict[str, str],
+                 ours: dict[str, str] | None = None, executables: tuple[str, ...] = (), *, mve_id: str,
+                 planner: str) -> Path:
+    """code_dir/name with `generated`, the plan's own files (`planned`, which
+    may not replace a generated one) and `ours`, all or nothing: built in a
+    hidden folder beside it, marked as ours, and renamed into place when complete."""
     code_dir = Path(code_dir).resolve()
     code_dir.mkdir(parents=True, exist_ok=True)
-    final = code_dir / plan.name
+    final = code_dir / name
     _check_target(final)
-    spec = plan.to_train_spec()
-    tmp = code_dir / f".{plan.name}.tmp-{uuid.uuid4().hex[:8]}"
+    clash = sorted(set(planned) & (set(GENERATED) | set(generated) - {"models/README.md", "data/README.md"}))
+    if clash:
+        raise ScaffoldError(f"the plan's files would replace what the scaffold generates: {', '.join(clash)}")
+    tmp = code_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        files = {
-            "README.md": _readme(plan, estimate, planner, mve_path),
-            "config.yaml": spec.to_yaml(),
-            "plan.json": plan.model_dump_json(indent=2),
-            "train.py": TRAIN_PY.format(name=plan.name, title=plan.title, mve_id=plan.mve_id,
-                                        target_params=plan.target_params),
-            "data/README.md": _data_readme(plan),
-            "scripts/run_2gpu.sh": RUN_SH.format(name=plan.name, gpus=plan.gpus),
-            "scripts/eval.sh": EVAL_SH.format(name=plan.name),
-            "models/README.md": (f"# Models\n\nThe scaled model is the training engine's built-in "
-                                 f"`{plan.model.family}`; files the plan brought are listed in plan.json.\n"),
-            **plan.files,
-        }
-        for rel, text in files.items():
-            target = _inside(tmp, rel)
+        for rel, text in {**generated, **planned, **(ours or {})}.items():
+            target = inside(tmp, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
-        for script in ("scripts/run_2gpu.sh", "scripts/eval.sh"):
+        for script in executables:
             (tmp / script).chmod(0o755)
-        write_marker(tmp, mve_id=plan.mve_id, planner=planner)  # last: a plan's files cannot replace it
+        write_marker(tmp, mve_id=mve_id, planner=planner)  # last: a plan's files cannot replace it
         if final.exists() or final.is_symlink():
             _check_target(final)  # again: the folder may have appeared while we wrote
             set_aside(final, "replaced")  # a failed attempt of ours: kept aside, not deleted
@@ -233,8 +280,10 @@ def _check_target(final: Path) -> None:
                             "as it is (scaled by hand); move it away to scale this MVE here")
 
 
-def _inside(root: Path, rel: str) -> Path:
-    """`rel` resolved under `root`; anything that escapes it is refused."""
+def inside(root: Path, rel: str) -> Path:
+    """`rel` resolved under `root`; anything that escapes it (an absolute path,
+    `..`, a symlink that points out) is refused."""
+    root = Path(root).resolve()
     target = (root / rel).resolve()
     if target != root and root not in target.parents:
         raise ScaffoldError(f"file path {rel!r} escapes the experiment folder")

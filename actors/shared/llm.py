@@ -8,7 +8,11 @@
 - Retries are the SDK's own (`max_retries`): it backs off exponentially, honours
   `retry-after`, and retries 408/409/429/5xx and connection errors. What fails
   after them becomes one `LLMError` (status, error type, model, the message
-  with the key redacted).
+  with the key redacted). The SDK does not look at a 200's body: one that is
+  not valid JSON (a proxy's page cut short, a torn connection) is retried here
+  as many times, then named as the API's fault (`kind` "invalid_response").
+- `create` is one call; multi-turn tool use (the agentic scaler) is a loop of
+  `create` calls over a growing message list, owned by its caller.
 - `ask` is one forced tool-use call whose input is validated into a pydantic
   model (and by the caller's `check`). The SDK cannot know what a valid answer
   is, so this module adds one thing: a reply with no tool call, or with an
@@ -30,9 +34,11 @@ from every error.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
+import time
 from typing import Any, Callable, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -47,6 +53,7 @@ DEFAULT_MODEL = "claude-sonnet-4-5"
 DEFAULT_MAX_RETRIES = 4
 DEFAULT_TIMEOUT_S = 120.0
 ASK_ATTEMPTS = 2  # a rejected reply gets one more turn, with the rejection as feedback
+INVALID_BODY = "invalid_response"  # LLMError.kind of a 200 whose body is not JSON
 
 M = TypeVar("M", bound=BaseModel)
 # What the caller checks beyond the model's schema: why the value is refused, or None.
@@ -138,9 +145,26 @@ class LLMClient:
 
     def _send(self, params: dict[str, Any]) -> tuple[Any, int]:
         """One `messages.create` with the SDK's retries: (Message, attempts).
-        The one method `ScriptedLLM` replaces."""
-        raw = self._sdk().messages.with_raw_response.create(**params)
-        return raw.parse(), raw.retries_taken + 1
+        The one method `ScriptedLLM` replaces. A 200 whose body is not JSON is
+        sent again (the SDK retries only errors it can see in the status), with
+        the SDK's backoff, `retry-after(-ms)` honoured; after `max_retries` more
+        tries it is an LLMError that says the API sent it."""
+        sdk = self._sdk()
+        attempts = 0
+        for retry in range(self.max_retries + 1):
+            raw = sdk.messages.with_raw_response.create(**params)
+            attempts += raw.retries_taken + 1
+            try:
+                return raw.parse(), attempts
+            except json.JSONDecodeError as exc:
+                bad, status = exc, raw.status_code
+                log.warning("the Anthropic API answered %s with a body that is not valid JSON (%s); attempt %d of %d",
+                            raw.status_code, exc.msg, retry + 1, self.max_retries + 1)
+                if retry < self.max_retries:
+                    time.sleep(_retry_delay(raw.headers, retry))
+        raise LLMError(f"the Anthropic API answered {status} with a body that is not valid JSON ({bad.msg} at char "
+                       f"{bad.pos}) {attempts} times; this is the API's fault, not a bug here: try again later "
+                       f"(model {self.model!r})", model=self.model, status=status, kind=INVALID_BODY)
 
     def _redact(self, text: str) -> str:
         keys = {os.environ.get("ANTHROPIC_API_KEY"), getattr(self._client, "api_key", None)}
@@ -247,6 +271,19 @@ class LLMClient:
             named = re.match(r"([\w.]+): ", problem)  # "mve_id: ..." names its field
             raise _Invalid(problem, (named.group(1),) if named else ())
         return value
+
+
+def _retry_delay(headers: Any, retry: int) -> float:
+    """Seconds before sending again: what the API asks for (`retry-after-ms`,
+    `retry-after` in seconds), else the SDK's own backoff (0.5 s doubling, at most 8 s)."""
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            value = float(headers.get(name))
+        except (TypeError, ValueError):
+            continue
+        if 0 <= value * scale <= 60:
+            return value * scale
+    return min(0.5 * 2 ** retry, 8.0)
 
 
 def _feedback(response: Any, tool_name: str, reason: str) -> list[dict]:

@@ -56,6 +56,12 @@ class Usage:
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    @property
+    def billed_tokens(self) -> int:
+        """Every token the API billed: input, output, cache writes and cache reads."""
+        return (self.input_tokens + self.output_tokens + self.cache_creation_input_tokens
+                + self.cache_read_input_tokens)
+
 
 def _base_model_name(model: str) -> str:
     """'claude-sonnet-4-5-20250929' -> 'claude-sonnet-4-5'; '...-latest' likewise."""

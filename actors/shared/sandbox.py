@@ -55,3 +55,14 @@ def child_env(overrides: Mapping[str, object] | None = None, *, gpu: bool = True
             continue
         env[str(k)] = str(v)
     return env
+
+
+def redact_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
+    """`text` with the value of every secret-named variable of `env` (this
+    process's environment by default) replaced by "[redacted]": for what we
+    write down (an agentic session's transcript), whoever produced the text."""
+    env = os.environ if env is None else env
+    for name, value in env.items():
+        if is_secret(name) and isinstance(value, str) and len(value) >= 8:
+            text = text.replace(value, "[redacted]")
+    return text

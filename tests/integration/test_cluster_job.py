@@ -217,7 +217,8 @@ def _small_plan(mve) -> dict:
     from train.estimate import estimate
 
     plan = OfflinePlanner().design(mve.id, mve.results, title="")
-    plan = plan.model_copy(update={"model": plan.model.model_copy(update={"d_model": 128, "n_layers": 2, "n_heads": 2})})
+    plan = plan.model_copy(update={"model": plan.model.model_copy(
+        update={"d_model": 128, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1 if plan.model.n_kv_heads else None})})
     data = {**plan.model_dump(mode="json"), "title": f"MVE {mve.id} scaled (cluster test): gpt d128x2 on mqar",
             "target_params": estimate(plan.to_train_spec()).params}
     return ScalePlan.model_validate(data).model_dump(mode="json")
@@ -381,7 +382,9 @@ def job(head):
     ex = head.work / "examples"
     submission_id = f"cluster-test-{secrets.token_hex(4)}"
     # --no-autoresearch: this test is about the scalers; AutoResearch has its own tests.
-    entrypoint = ["python", "-m", "actors.main", "--scalers", "2", "--once", "--no-autoresearch",
+    # --planner single: the stand-in API answers every request with the plan (the agentic
+    # session has its own tests, tests/integration/test_scaler_agentic.py).
+    entrypoint = ["python", "-m", "actors.main", "--scalers", "2", "--once", "--no-autoresearch", "--planner", "single",
                   "--experiments", str(ex / "experiments"), "--code", str(ex / "code"),
                   "--state", str(head.work / "state.parquet")]
     out = _ray(["job", "submit", "--address", head.dashboard, "--submission-id", submission_id,

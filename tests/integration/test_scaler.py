@@ -140,7 +140,7 @@ def test_bad_plans_release_the_claim_and_leave_nothing_behind(make_tracker, exam
         shutil.rmtree(next((examples / "experiments").glob(f"{mve}_*")))
     handle = make_tracker()
     llm = ScriptedLLM(script, usage={"input_tokens": 1000, "output_tokens": 100})
-    agent = ScalerAgent("agent", _options(examples), tracker=handle, llm=llm)
+    agent = ScalerAgent("agent", _options(examples, planner="single"), tracker=handle, llm=llm)
     [outcome] = agent.run_once()
     assert outcome["status"] == "failed" and words in outcome["reason"], outcome
     assert outcome["llm_tokens"] == 1100 * len(script)  # a rejected plan is billed too
@@ -156,7 +156,7 @@ def test_a_bug_crashes_the_agent_with_its_traceback_and_holds_nothing(make_track
     for mve in ("001", "003"):
         shutil.rmtree(next((examples / "experiments").glob(f"{mve}_*")))
     handle = make_tracker()
-    agent = ScalerAgent("agent", _options(examples), tracker=handle,
+    agent = ScalerAgent("agent", _options(examples, planner="single"), tracker=handle,
                         llm=ScriptedLLM([TypeError("unsupported operand type(s) for +: 'int' and 'str'")]))
     with caplog.at_level(logging.ERROR, logger="actors.scaler.agent"):
         with pytest.raises(TypeError, match="unsupported operand"):

@@ -320,3 +320,43 @@ def test_usage_add():
     total.add(Usage(1, 2, 3, 4, 0.5, 1))
     total.add(Usage(10, 20, 30, 40, 0.25, 2))
     assert total == Usage(11, 22, 33, 44, 0.75, 3)
+
+
+# --------------------------------------------------------------------------- when Claude fails (issue 14, item 8)
+
+
+class BrokenBodies(FakeAPI):
+    """A 200 whose body is cut short (bytes), or a reply as FakeAPI takes it."""
+
+    def __call__(self, request):
+        if self.replies and isinstance(self.replies[0], bytes):
+            self.requests.append(request)
+            return httpx2.Response(200, content=self.replies.pop(0),
+                                   headers={"content-type": "application/json", **FAST})
+        return super().__call__(request)
+
+
+CUT = b'{"id": "msg_01XYZ", "type": "message", "role": "assis'
+
+
+def test_when_claude_answers_200_with_a_body_that_is_not_json_it_is_asked_again(key):
+    api = BrokenBodies(CUT, CUT, ok())
+    answer, usage = ask(client(api))
+    assert answer == Answer(name="gated-delta", count=3) and api.calls == 3
+    assert usage.requests == 1  # only the good reply had usage to bill
+
+
+def test_when_claude_keeps_sending_broken_bodies_it_is_named_as_the_apis_fault(key):
+    api = BrokenBodies(*[CUT] * 3)
+    with pytest.raises(LLMError) as exc:
+        ask(client(api, max_retries=2))
+    err = exc.value
+    assert api.calls == 3 and (err.status, err.kind) == (200, "invalid_response")
+    assert "the Anthropic API answered 200 with a body that is not valid JSON" in str(err)
+    assert "3 times; this is the API's fault, not a bug here" in str(err) and not isinstance(err, ValueError)
+    assert err.__cause__ is None and err.__context__ is None  # one clear error, not a JSONDecodeError chain
+
+
+def test_every_billed_token_counts_cache_reads_and_writes_included():
+    u = Usage(input_tokens=1200, output_tokens=800, cache_creation_input_tokens=10_000, cache_read_input_tokens=50_000)
+    assert u.billed_tokens == 62_000 and u.tokens == 2000
