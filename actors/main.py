@@ -68,12 +68,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                           "working directories)")
     research.add_argument("--autoresearch-tag", default=None, metavar="TAG",
                           help="branch autoresearch/TAG, continued when it exists (default: today, e.g. nov22)")
+    research.add_argument("--researchers", type=int, default=1, metavar="K",
+                          help="AutoResearch researchers in parallel, one git worktree each, one results.tsv "
+                          "(default 1)")
     parser.add_argument("--address", default=None, help="the Ray cluster to run on (default: $RAY_ADDRESS, else a "
                         "`ray start` cluster on this machine, else a new local Ray instance)")
     parser.add_argument("--namespace", default=NAMESPACE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.autoresearch_iterations < 0:
         parser.error("--autoresearch-iterations must be >= 0")
+    if args.researchers < 1:
+        parser.error("--researchers must be at least 1")
     if args.autoresearch_repo is not None and not args.autoresearch_repo.is_dir():
         parser.error(f"--autoresearch-repo folder not found: {args.autoresearch_repo}")
     if args.scalers < 1:
@@ -113,10 +118,11 @@ def format_summary(outcomes: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_round(agents: dict, tracker, research=None, iterations: int = 0
+def run_round(agents: dict, tracker, research=None, iterations: int = 0, research_progress=None
               ) -> tuple[list[dict], list[str], dict | None]:
     """One round: every agent scales what it can claim, and the AutoResearch loop
-    (when given) runs `iterations` experiments. Returns (outcomes, crashes, research summary)."""
+    (when given) runs `iterations` experiments per researcher. Returns (outcomes,
+    crashes, research summary). `research_progress()` gives the researchers' line."""
     import ray
 
     pending = {agent.run_once.remote(): name for name, agent in agents.items()}
@@ -145,8 +151,11 @@ def run_round(agents: dict, tracker, research=None, iterations: int = 0
                     crashes.append(f"{name}: {str(exc).strip().splitlines()[-1][:300]}")
                 log.error("%s crashed: %s", name, crashes[-1])
         if pending and not ready:
-            held = [f"{c.work_id} by {c.owner}" for c in ray.get(tracker.list_claims.remote("claimed"))]
+            held = [f"{c.work_id} by {c.owner}" for c in ray.get(tracker.list_claims.remote("claimed"))
+                    if not c.work_id.startswith("autoresearch:")]
             log.info("working: %s; %d agent(s) busy", ", ".join(held) or "no claims held", len(pending))
+            if research_progress is not None and "autoresearch" in pending.values():
+                log.info("%s", research_progress())
     return outcomes, crashes, summary
 
 
@@ -185,22 +194,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     research = None
     if not (args.no_autoresearch or args.dry_run or args.no_launch):
-        from actors.research.loop import start_autoresearch
+        from actors.research.team import research_progress, start_autoresearch
 
         try:
             config = ResearchConfig.checked(
                 repo=args.autoresearch_repo.resolve() if args.autoresearch_repo else None,
                 workspace=args.autoresearch_workspace.expanduser().resolve(),
                 tag=args.autoresearch_tag or default_tag(), resume="auto", model=args.model,
-                gpus=1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0, tracker_namespace=args.namespace)
+                gpus=1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0, tracker_namespace=args.namespace,
+                researchers=args.researchers)
         except ResearchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         research = start_autoresearch(config)
+        progress = lambda: research_progress(config)  # noqa: E731
     crashed = False
+    if research is None:
+        progress = None
     while True:
         t0 = time.time()
-        outcomes, crashes, research_summary = run_round(agents, tracker, research, args.autoresearch_iterations)
+        outcomes, crashes, research_summary = run_round(agents, tracker, research, args.autoresearch_iterations,
+                                                        progress)
         print(format_summary(outcomes))
         if research_summary is not None:
             print(format_research_summary(research_summary))
