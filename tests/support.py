@@ -126,8 +126,8 @@ if __name__ == "__main__":
 '''
 
 
-def make_toy_repo(path, research: str = TOY_RESEARCH, harness: str = TOY_HARNESS):
-    """A repository holding the toy research file `train.py` and its harness `prepare.py`:
+def make_toy_repo(path, research: str = TOY_RESEARCH, harness: str = TOY_HARNESS, file: str = "train.py"):
+    """A repository holding the toy research file (`train.py`) and its harness `prepare.py`:
     runs take a fraction of a second, val_bpb has a known optimum and seed noise of 0.01."""
     from pathlib import Path
 
@@ -135,11 +135,11 @@ def make_toy_repo(path, research: str = TOY_RESEARCH, harness: str = TOY_HARNESS
 
     path = Path(path)
     path.mkdir(parents=True)
-    (path / "train.py").write_text(research)
+    (path / file).write_text(research)
     (path / "prepare.py").write_text(harness)
     (path / "program.md").write_text("# Toy program\n\nLower val_bpb. prepare.py is read-only.\n")
     repo = git.Repo.init(path, initial_branch="main")
-    repo.index.add(["train.py", "prepare.py", "program.md"])
+    repo.index.add([file, "prepare.py", "program.md"])
     who = git.Actor("test", "test@localhost")
     repo.index.commit("toy research repository", author=who, committer=who)
     return repo

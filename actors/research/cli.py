@@ -53,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             offline=args.offline, model=args.model, seed=args.seed, tracker_namespace=args.namespace,
             researchers=args.researchers, protect=args.protect, significance=args.significance,
             min_gain=args.min_gain, baseline_seeds=args.baseline_seeds, max_seeds=args.max_seeds,
-            seed_var=args.seed_var, rescore=args.rescore, artifact=args.artifact)
+            seed_var=args.seed_var, rescore="" if args.no_rescore else args.rescore, artifact=args.artifact)
         if config.repo is not None:
             check_repository(config, config.repo)  # refuse now, not after Ray has started
     except ResearchError as exc:
@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--rescore", default=None, metavar="CMD",
                    help="command that re-scores a kept run's artifact on a held-out split and prints val_bpb, "
                    "with {artifact} and {file} (default: the golf template harness's, when present)")
+    r.add_argument("--no-rescore", action="store_true", help="no held-out re-score of kept artifacts")
     r.add_argument("--artifact", default="final_model.int8.ptz", help="the file each run leaves for the "
                    "re-score (default %(default)s)")
     r.add_argument("--tag", default=None, help="branch autoresearch/TAG (default: today's date, e.g. nov22)")

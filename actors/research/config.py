@@ -68,7 +68,8 @@ class ResearchConfig(BaseModel):
     # Protected evaluation: files no proposal may change, hashed before every run.
     protect: list[str] = Field(default_factory=list, description="protected files, relative to the repository")
     rescore: str | None = Field(None, description="command that re-scores a kept artifact on the held-out "
-                                "split, with {artifact} and {file} (None: no held-out check)")
+                                "split, with {artifact} and {file} (None: the template harness's when present; "
+                                "'': no held-out check)")
     artifact: str = Field(DEFAULT_ARTIFACT, description="the file a run leaves for the held-out re-score")
 
     @field_validator("workspace")
@@ -111,7 +112,7 @@ class ResearchConfig(BaseModel):
     @field_validator("rescore")
     @classmethod
     def _rescore(cls, v: str | None) -> str | None:
-        if v is not None and "{artifact}" not in v:
+        if v and "{artifact}" not in v:
             raise ValueError("the re-score command must name the artifact as {artifact}")
         return v
 

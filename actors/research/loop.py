@@ -230,7 +230,8 @@ class AutoResearch:
             if not self.shared.unsettled():
                 return
             self._status("waiting", "for the other researchers' runs to decide")
-            time.sleep(WAIT_S)
+            with self._phase(0, "wait"):
+                time.sleep(WAIT_S)
 
     # ------------------------------------------------------------- one experiment
 
@@ -252,9 +253,7 @@ class AutoResearch:
 
     def _measure_candidate(self, n, proposal, source, commit, base, fp) -> ResultRow:
         try:
-            with self._phase(n, "run") as details:
-                m = self.measure(commit, 1, f"{n:03d}", f"experiment {n}: {proposal.description}")     # 3
-                details.update(training_s=m.seconds, run_wall_s=m.wall_s)
+            m = self.measure(n, commit, 1, f"{n:03d}", f"experiment {n}: {proposal.description}")      # 3
             m, commit, fixed = self._fix_crash_once(n, proposal, source, commit, m)    # 4
             row = ResultRow(n=n, commit=commit, val_bpb=m.val_bpb, artifact_mb=m.artifact_mb, status="pending",
                             kind=proposal.kind, direction=proposal.direction,
@@ -318,7 +317,7 @@ class AutoResearch:
         commit = self.wt.commit(n, proposal, fixed_source, amend=True, fix=fix.description)
         log.info("experiment %d crashed (%s); retrying with a fix: %s", n, m.error, fix.description)
         note = f" (first version crashed: {m.error}, tagged {tag}; retried once with a fix: {fix.description})"
-        return self.measure(commit, 1, f"{n:03d}-fix", f"experiment {n}: the fix"), commit, note
+        return self.measure(n, commit, 1, f"{n:03d}-fix", f"experiment {n}: the fix"), commit, note
 
     def _context(self, rows: list[ResultRow], source: str) -> ResearchContext:
         s = standing(rows)
@@ -354,8 +353,7 @@ class AutoResearch:
         if job.seed in s.seeds.get(job.commit, set()) or (job.kind == "seed" and job.n not in s.pending):
             return  # done, or decided, since the job was handed out
         name = f"baseline-{job.seed}" if job.kind == "baseline" else f"{job.n:03d}-{job.commit[:7]}-seed{job.seed}"
-        with self._phase(job.n, f"{job.kind}-run"):
-            m = self.measure(job.commit, job.seed, name, job.describe())
+        m = self.measure(job.n, job.commit, job.seed, name, job.describe())
         if job.kind == "baseline":
             if m.crashed:
                 raise ResearchError(f"the baseline run crashed ({m.error}); see {m.log_path}. Fix "
@@ -371,7 +369,8 @@ class AutoResearch:
                             description=f"seed {job.seed} of {job.commit[:10]} for experiment {job.n}",
                             reasoning="an extra seed: the gain is too small to decide on the runs so far",
                             researcher=self.name, seed=job.seed)
-        self.shared.record_run(row, m)
+        with self._phase(job.n, "record"):
+            self.shared.record_run(row, m)
 
     def _combine(self, job: Job) -> None:
         """A change measured on an older base, re-applied on the current head and measured there."""
@@ -386,10 +385,12 @@ class AutoResearch:
         if new is None or new == head_source:
             why = ("the change does not apply on the current head " + job.onto[:10] if new is None
                    else "the change is already in the current head " + job.onto[:10])
-            self.shared.record_decision(ResultRow(
-                n=job.n, commit=job.commit, val_bpb=None, artifact_mb=None, status="discard", kind=first.kind,
-                direction=first.direction, description=first.description, reasoning=first.reasoning,
-                researcher=first.researcher, base=last.base, fingerprint=first.fingerprint), why)
+            row = ResultRow(n=job.n, commit=job.commit, val_bpb=None, artifact_mb=None, status="discard",
+                            kind=first.kind, direction=first.direction, description=first.description,
+                            reasoning=first.reasoning, researcher=first.researcher, base=last.base,
+                            fingerprint=first.fingerprint)
+            with self._phase(job.n, "record"):
+                self.shared.record_decision(row, why)
             return
         parsed = proposal_from_commit(ws.repo.commit(job.commit).message, new)
         proposal = parsed[1] if parsed else ResearchProposal(
@@ -397,14 +398,14 @@ class AutoResearch:
             kind=first.kind if first.kind != "baseline" else "tweak", edit_format="file", content=new)
         self.wt.reset(job.onto)
         commit = self.wt.commit(job.n, proposal, new, fix=f"re-applied on {job.onto[:10]}")
-        with self._phase(job.n, "combine-run"):
-            m = self.measure(commit, 1, f"{job.n:03d}-on-{job.onto[:7]}", job.describe())
+        m = self.measure(job.n, commit, 1, f"{job.n:03d}-on-{job.onto[:7]}", job.describe())
         row = ResultRow(n=job.n, commit=commit, val_bpb=m.val_bpb, artifact_mb=m.artifact_mb, status="pending",
                         kind=first.kind, direction=first.direction,
                         description=first.description + f" (re-applied on {job.onto[:10]})",
                         reasoning=first.reasoning, researcher=self.name, seed=1, base=job.onto,
                         fingerprint=first.fingerprint)
-        self.shared.record_run(row, m)
+        with self._phase(job.n, "record"):
+            self.shared.record_run(row, m)
 
     def _holdout(self, job: Job) -> None:
         """The harness re-scores a kept commit's artifact on the held-out split."""
@@ -423,7 +424,11 @@ class AutoResearch:
         spec = RunSpec(files, self.config.file, command=command, env=env, timeout_s=self.config.timeout_s,
                        gpus=self.config.gpus, cpus=self.config.cpus, name=name)
         self._status("running", job.describe())
-        run = self.runner(spec, self.cancelled)
+        with self._phase(job.n, "holdout"):
+            try:
+                run = self.runner(spec, self.cancelled)
+            except RunCancelled:
+                raise Cancelled(f"{self.name} cancelled while re-scoring {job.commit[:10]}") from None
         log_path = self.shared.ws.log_path(name)
         log_path.write_text(run.log, encoding="utf-8")
         hits = _HOLDOUT.findall(run.log) or _ANY_BPB.findall(run.log)
@@ -431,12 +436,15 @@ class AutoResearch:
         value = value if value is not None and math.isfinite(value) else None
         note = f"re-scored by `{' '.join(command)}`; log {log_path.relative_to(self.root)}" + (
             "" if value is not None else f"; failed (exit {run.returncode})")
-        self.shared.record_holdout(job, value, self.name, note)
+        with self._phase(job.n, "record"):
+            self.shared.record_holdout(job, value, self.name, note)
 
     # ------------------------------------------------------------- one run
 
-    def measure(self, commit: str, seed: int, name: str, doing: str = "") -> Measurement:
-        """Run `commit` with `seed` (or take the measurement a killed researcher saved)."""
+    def measure(self, n: int, commit: str, seed: int, name: str, doing: str = "") -> Measurement:
+        """Run `commit` with `seed` for experiment `n` (or take the measurement a killed
+        researcher saved). Timed as the phase `run` (the training process's own time in
+        its details, for the benchmarks)."""
         cfg = self.config
         ws = self.shared.ws
         log_path = ws.log_path(name)
@@ -453,12 +461,14 @@ class AutoResearch:
                        gpus=cfg.gpus, cpus=cfg.cpus, collect=(cfg.artifact,), name=name)
         log.info("%s running %s (%s, seed %d; %d GPU(s), timeout %.0fs)", self.name, name, cfg.file, seed, cfg.gpus,
                  cfg.timeout_s)
-        t0 = time.perf_counter()
-        try:
-            run = self.runner(spec, self.cancelled)
-        except RunCancelled:
-            raise Cancelled(f"{self.name} cancelled while running {name}") from None
-        wall = time.perf_counter() - t0
+        with self._phase(n, "run") as details:
+            t0 = time.perf_counter()
+            try:
+                run = self.runner(spec, self.cancelled)
+            except RunCancelled:
+                raise Cancelled(f"{self.name} cancelled while running {name}") from None
+            wall = time.perf_counter() - t0
+            details.update(training_s=run.seconds, run_wall_s=wall, run=name)
         log_path.write_text(run.log, encoding="utf-8")
         parsed = parse_log(run.log)
         val = parsed.get("val_bpb")

@@ -66,12 +66,13 @@ def team_summary(config, info, results: list[dict], seconds: float, stop_reason:
 class AutoResearchTeam:
     """The team as a Ray actor: see the module's docstring."""
 
-    def __init__(self, config: ResearchConfig, researchers=None, name: str = "") -> None:
+    def __init__(self, config: ResearchConfig, researchers=None, name: str = "", on_phase=None) -> None:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self.config = config
         self.researchers = _researcher_list(config, researchers)
         self.name = name or f"autoresearch-{config.tag}"
+        self.on_phase = on_phase  # picklable: it travels to each researcher actor
 
     def run(self, iterations: int) -> dict:
         import ray
@@ -89,7 +90,7 @@ class AutoResearchTeam:
                 # num_cpus=0: a researcher waits; its training runs hold the CPU or GPUs.
                 actor = cls.options(name=f"{self.name}-r{i}", namespace=cfg.tracker_namespace, num_cpus=0,
                                     max_restarts=0, max_task_retries=0, scheduling_strategy=here
-                                    ).remote(cfg, researcher, index=i, team=info)
+                                    ).remote(cfg, researcher, on_phase=self.on_phase, index=i, team=info)
                 actors[i] = actor
                 refs[actor.run.remote(iterations)] = i
             results = []
@@ -141,9 +142,11 @@ class AutoResearchTeam:
             done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
 
 
-def start_autoresearch(config: ResearchConfig, researcher: Researcher | list | None = None, name: str | None = None):
+def start_autoresearch(config: ResearchConfig, researcher: Researcher | list | None = None, name: str | None = None,
+                       on_phase=None):
     """The team as a Ray actor on this node (the repository lives here). Returns the handle;
-    `handle.run.remote(iterations)` runs it and returns the summary."""
+    `handle.run.remote(iterations)` runs it and returns the summary. `researcher`: one for
+    every researcher (or a list, one each; None: Claude or offline, as the keys allow)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -154,7 +157,7 @@ def start_autoresearch(config: ResearchConfig, researcher: Researcher | list | N
     return cls.options(
         name=name, namespace=config.tracker_namespace, num_cpus=0, max_restarts=0, max_task_retries=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
-    ).remote(config, researcher, name)
+    ).remote(config, researcher, name, on_phase)
 
 
 def run_local_team(config: ResearchConfig, iterations: int, researchers=None, *, runner=None,

@@ -98,7 +98,7 @@ def _harness_defaults(cfg: ResearchConfig, tree) -> tuple[tuple[str, ...], str |
     rescore = cfg.rescore
     if rescore is None and harness is not None and b"python prepare.py rescore" in harness.data_stream.read():
         rescore = TEMPLATE_RESCORE
-    return tuple(protected), rescore
+    return tuple(protected), rescore or None
 
 
 def check_repository(cfg: ResearchConfig, root: Path) -> RepositoryCheck:
