@@ -337,21 +337,22 @@ class AutoResearch:
     def _run_job(self, job: Job) -> None:
         try:
             if job.kind == "holdout":
-                self._holdout(job)
+                done = self._holdout(job)
             elif job.kind == "combine":
-                self._combine(job)
+                done = self._combine(job)
             else:
-                self._seed_run(job)
+                done = self._seed_run(job)
         except BaseException:
             self.shared.finish_job(job, "abandoned")
             raise
-        self.shared.finish_job(job, "done")
+        # A job found moot (decided meanwhile) stays open: another experiment may need that run.
+        self.shared.finish_job(job, "done" if done else "abandoned")
 
-    def _seed_run(self, job: Job) -> None:
+    def _seed_run(self, job: Job) -> bool:
         rows = self.rows()
         s = standing(rows)
         if job.seed in s.seeds.get(job.commit, set()) or (job.kind == "seed" and job.n not in s.pending):
-            return  # done, or decided, since the job was handed out
+            return False  # done, or decided, since the job was handed out
         name = f"baseline-{job.seed}" if job.kind == "baseline" else f"{job.n:03d}-{job.commit[:7]}-seed{job.seed}"
         m = self.measure(job.n, job.commit, job.seed, name, job.describe())
         if job.kind == "baseline":
@@ -371,13 +372,14 @@ class AutoResearch:
                             researcher=self.name, seed=job.seed)
         with self._phase(job.n, "record"):
             self.shared.record_run(row, m)
+        return True
 
-    def _combine(self, job: Job) -> None:
+    def _combine(self, job: Job) -> bool:
         """A change measured on an older base, re-applied on the current head and measured there."""
         ws = self.shared.ws
         rows = self.rows()
         if job.n not in standing(rows).pending:
-            return  # decided since the job was handed out
+            return False  # decided since the job was handed out
         first = next(r for r in rows if r.n == job.n and r.status == "pending")
         last = next(r for r in reversed(rows) if r.n == job.n and r.status == "pending")
         head_source = ws.source_at(job.onto)
@@ -391,7 +393,7 @@ class AutoResearch:
                             fingerprint=first.fingerprint)
             with self._phase(job.n, "record"):
                 self.shared.record_decision(row, why)
-            return
+            return True
         parsed = proposal_from_commit(ws.repo.commit(job.commit).message, new)
         proposal = parsed[1] if parsed else ResearchProposal(
             hypothesis="?", evidence="?", risk="?", description=first.description, direction=first.direction or "?",
@@ -406,14 +408,15 @@ class AutoResearch:
                         fingerprint=first.fingerprint)
         with self._phase(job.n, "record"):
             self.shared.record_run(row, m)
+        return True
 
-    def _holdout(self, job: Job) -> None:
+    def _holdout(self, job: Job) -> bool:
         """The harness re-scores a kept commit's artifact on the held-out split."""
         folder = self.shared.ws.state("artifacts")
         saved = sorted(folder.glob(f"{job.commit[:12]}-s*"), key=lambda p: p.name)
         if not saved:
             self.shared.record_holdout(job, None, self.name, "no artifact was left by the runs of this commit")
-            return
+            return True
         files = self.shared.ws.files_at(job.commit)
         self.shared.check_protected(files, job.commit)
         files[self.config.artifact] = saved[0].read_bytes()
@@ -438,6 +441,7 @@ class AutoResearch:
             "" if value is not None else f"; failed (exit {run.returncode})")
         with self._phase(job.n, "record"):
             self.shared.record_holdout(job, value, self.name, note)
+        return True
 
     # ------------------------------------------------------------- one run
 

@@ -100,11 +100,15 @@ def plot_progress(rows: list[ResultRow], path: Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     s = standing(rows)
-    runs = [(r.n, r.val_bpb) for r in rows if r.is_run and r.val_bpb is not None]
+    kept_commits = set(s.kept)
+    runs = [(r.n, r.val_bpb) for r in rows if r.is_run and r.val_bpb is not None and r.commit not in kept_commits]
+    best_runs = [(r.n, r.val_bpb) for r in rows if r.is_run and r.val_bpb is not None and r.commit in kept_commits]
     kept = [(r.n, r.val_bpb) for r in rows if r.status == "keep" and r.kind != "baseline" and r.val_bpb is not None]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=80)
     if runs:
-        ax.scatter(*zip(*runs), s=14, color="0.6", label="runs (every seed)", zorder=2)
+        ax.scatter(*zip(*runs), s=14, color="0.6", label="runs of candidates (every seed)", zorder=2)
+    if best_runs:
+        ax.scatter(*zip(*best_runs), s=14, color="tab:blue", alpha=0.6, label="runs of kept commits", zorder=2)
     if kept:
         ax.scatter(*zip(*kept), s=70, marker="*", color="tab:green", label="kept", zorder=3)
     steps = [(0, s.baseline_bpb)] if s.baseline_bpb is not None else []
@@ -116,10 +120,11 @@ def plot_progress(rows: list[ResultRow], path: Path, title: str = "") -> None:
     if steps:
         ax.step(*zip(*steps), where="post", color="tab:blue", label="best kept (mean over seeds)", zorder=1)
     ax.set_xlabel("experiment")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("val_bpb")
     ax.set_title(title or "AutoResearch progress")
     ax.grid(alpha=0.3)
-    if runs:
+    if runs or best_runs:
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")

@@ -123,8 +123,16 @@ def plan_jobs(s: Standing, policy: Policy, baseline_commit: str) -> list[Job]:
             if seed not in s.seeds.get(baseline_commit, set())]
     for n in sorted(s.pending):
         verdict = judge(s, n, policy)
-        if verdict.job is not None and all(j.key != verdict.job.key for j in jobs):
-            jobs.append(verdict.job)
+        if verdict.job is None:
+            continue
+        more = [verdict.job]
+        if verdict.job.kind == "seed" and verdict.values:
+            # A second idle researcher runs the other side's next seed meanwhile: decided sooner.
+            cand, head = s.pending[n].commit, s.head_commit
+            other = head if verdict.job.commit == cand else cand
+            if other == head or len(s.runs.get(cand, [])) < policy.max_seeds:
+                more.append(Job("seed", n, other, next_seed(s, other)))
+        jobs += [j for j in more if all(j.key != k.key for k in jobs)]
     if policy.rescore and baseline_complete(s, policy):
         for commit in s.kept:
             if commit not in s.holdout and s.runs.get(commit):

@@ -41,6 +41,8 @@ def test_a_small_gain_asks_for_seeds_of_the_candidate_then_of_the_best_until_it_
     rows = base_rows() + [run(1, "c1", 3.300)]
     v = judge(standing(rows), 1, POLICY)
     assert v.status == "pending" and v.job.kind == "seed" and (v.job.commit, v.job.seed) == ("c1", 2)
+    # Two idle researchers: the second runs the best's next seed meanwhile.
+    assert [(j.commit, j.seed) for j in plan_jobs(standing(rows), POLICY, B) if j.kind == "seed"] == [("c1", 2), (B, 4)]
     rows += [run(1, "c1", 3.302, "seed", 2), run(1, "c1", 3.298, "seed", 3), run(1, "c1", 3.301, "seed", 4)]
     v = judge(standing(rows), 1, POLICY)
     assert v.status == "discard" and "4 seeds" in v.why  # max_seeds reached, gain unproven

@@ -20,7 +20,7 @@ from actors.research.researchers import ClaudeResearcher
 from actors.research.rules import standing
 from actors.research.runner import run_local
 from actors.research.significance import p_value, pooled_noise
-from actors.research.team import run_local_team
+from actors.research.team import research_progress, run_local_team
 from actors.shared.llm_scripted import ScriptedLLM
 from tests.support import make_toy_repo
 
@@ -167,6 +167,13 @@ def test_two_researchers_share_one_memory_and_never_run_a_change_twice(tmp_path,
     assert {"results.tsv", "notes.md", "progress.png"} <= set(
         (Path(repo.git_dir) / "info" / "exclude").read_text().split())
     assert not repo.is_dirty(untracked_files=False)
+
+    # The progress line of actors.main: per researcher what it does, experiments, keeps/discards, best.
+    line = research_progress(config(repo, researchers=2))
+    assert line.startswith(f"autoresearch best {s.head_bpb:.4f}: r0 [finished] ")
+    for name in ("r0", "r1"):
+        mine = [r for r in decisions if r.researcher == name]
+        assert f"{name} [finished] {len(mine)} exp {sum(r.status == 'keep' for r in mine)}k/" in line
 
     assert ar_main(["status", "--repo", str(root)]) == 0
     out = capsys.readouterr().out
