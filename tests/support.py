@@ -30,8 +30,8 @@ def set_constant(source: str, name: str, value: str) -> str:
     """Rewrite a module-level `NAME = value` line."""
     import re
 
-    new, count = re.subn(rf"^{re.escape(name)} = [^#\n]*?(\s*#.*)?$", lambda m: f"{name} = {value}" + (m.group(1) or ""),
-                         source, flags=re.M)
+    new, count = re.subn(rf"^{re.escape(name)} = [^#\n]*?(\s*#.*)?$",
+                         lambda m: f"{name} = {value}" + (m.group(1) or ""), source, flags=re.M)
     if count != 1:
         raise ValueError(f"{name}: {count} constants found")
     return new

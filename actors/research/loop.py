@@ -458,14 +458,14 @@ class AutoResearch:
             if data.get("commit") == commit and data.get("seed") == seed:
                 log.info("%s: %s was measured before the stop; using that measurement", self.name, name)
                 return Measurement(**{k: v for k, v in data.items() if k != "commit"})
-        files = ws.files_at(commit)
-        self.shared.check_protected(files, commit)
-        self._status("running", doing or name)
-        spec = RunSpec(files, cfg.file, env={**cfg.env, cfg.seed_var: str(seed)}, timeout_s=cfg.timeout_s,
-                       gpus=cfg.gpus, cpus=cfg.cpus, collect=(cfg.artifact,), name=name)
-        log.info("%s running %s (%s, seed %d; %d GPU(s), timeout %.0fs)", self.name, name, cfg.file, seed, cfg.gpus,
-                 cfg.timeout_s)
-        with self._phase(n, "run") as details:
+        with self._phase(n, "run") as details:  # the files out, the run, the log back and parsed
+            files = ws.files_at(commit)
+            self.shared.check_protected(files, commit)
+            self._status("running", doing or name)
+            spec = RunSpec(files, cfg.file, env={**cfg.env, cfg.seed_var: str(seed)}, timeout_s=cfg.timeout_s,
+                           gpus=cfg.gpus, cpus=cfg.cpus, collect=(cfg.artifact,), name=name)
+            log.info("%s running %s (%s, seed %d; %d GPU(s), timeout %.0fs)", self.name, name, cfg.file, seed,
+                     cfg.gpus, cfg.timeout_s)
             t0 = time.perf_counter()
             try:
                 run = self.runner(spec, self.cancelled)
@@ -473,26 +473,26 @@ class AutoResearch:
                 raise Cancelled(f"{self.name} cancelled while running {name}") from None
             wall = time.perf_counter() - t0
             details.update(training_s=run.seconds, run_wall_s=wall, run=name)
-        log_path.write_text(run.log, encoding="utf-8")
-        parsed = parse_log(run.log)
-        val = parsed.get("val_bpb")
-        val = float(val) if isinstance(val, (int, float)) and math.isfinite(val) else None
-        crashed = run.failed or bool(parsed.get("crashed")) or val is None
-        error = None
-        if run.timed_out:
-            error = f"timed out after {cfg.timeout_s:.0f}s"
-        elif crashed:
-            error = parsed.get("error") or (f"exit code {run.returncode}" if run.returncode else "no final val_bpb")
-        artifact_file = ""
-        if cfg.artifact in run.collected and not crashed:
-            path = ws.state("artifacts") / f"{commit[:12]}-s{seed}-{Path(cfg.artifact).name}"
-            path.write_bytes(run.collected[cfg.artifact])
-            artifact_file = str(path.relative_to(self.root))
-        m = Measurement(val_bpb=val if not crashed else None, artifact_bytes=parsed.get("artifact_bytes"),
-                        crashed=crashed, error=error, seconds=run.seconds, timed_out=run.timed_out,
-                        steps=parsed.get("steps"), log_path=str(log_path.relative_to(self.root)), wall_s=wall,
-                        seed=seed, artifact_file=artifact_file)
-        saved.write_text(json.dumps({"commit": commit, **asdict(m)}))
+            log_path.write_text(run.log, encoding="utf-8")
+            parsed = parse_log(run.log)
+            val = parsed.get("val_bpb")
+            val = float(val) if isinstance(val, (int, float)) and math.isfinite(val) else None
+            crashed = run.failed or bool(parsed.get("crashed")) or val is None
+            error = None
+            if run.timed_out:
+                error = f"timed out after {cfg.timeout_s:.0f}s"
+            elif crashed:
+                error = parsed.get("error") or (f"exit code {run.returncode}" if run.returncode else "no final val_bpb")
+            artifact_file = ""
+            if cfg.artifact in run.collected and not crashed:
+                path = ws.state("artifacts") / f"{commit[:12]}-s{seed}-{Path(cfg.artifact).name}"
+                path.write_bytes(run.collected[cfg.artifact])
+                artifact_file = str(path.relative_to(self.root))
+            m = Measurement(val_bpb=val if not crashed else None, artifact_bytes=parsed.get("artifact_bytes"),
+                            crashed=crashed, error=error, seconds=run.seconds, timed_out=run.timed_out,
+                            steps=parsed.get("steps"), log_path=str(log_path.relative_to(self.root)), wall_s=wall,
+                            seed=seed, artifact_file=artifact_file)
+            saved.write_text(json.dumps({"commit": commit, **asdict(m)}))
         log.info("%s %s: %s in %.0fs", self.name, name, f"crash ({error})" if crashed else
                  f"val_bpb {val:.4f}, artifact {m.artifact_bytes or 0:,} bytes", run.seconds)
         return m

@@ -88,11 +88,13 @@ class ResultRow:
         def num(v, fmt):
             return "" if v is None or not math.isfinite(v) else format(v, fmt)
 
-        values = {"commit": self.commit, "val_bpb": num(self.val_bpb, ".8f"), "artifact_mb": num(self.artifact_mb, ".6f"),
+        values = {"commit": self.commit, "val_bpb": num(self.val_bpb, ".8f"),
+                  "artifact_mb": num(self.artifact_mb, ".6f"),
                   "status": self.status, "reasoning": _one_line(self.reasoning),
                   "description": _one_line(self.description), "n": str(self.n), "researcher": self.researcher,
                   "kind": self.kind, "direction": _one_line(self.direction),
-                  "seed": "" if self.seed is None else str(self.seed), "runs": "" if self.runs is None else str(self.runs),
+                  "seed": "" if self.seed is None else str(self.seed),
+                  "runs": "" if self.runs is None else str(self.runs),
                   "p_value": num(self.p_value, ".4g"), "base": self.base, "fingerprint": self.fingerprint,
                   "holdout_bpb": num(self.holdout_bpb, ".8f")}
         return [values[c] for c in COLUMNS]

@@ -151,7 +151,8 @@ def start_autoresearch(config: ResearchConfig, researcher: Researcher | list | N
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     name = name or f"autoresearch-{config.tag}-{uuid.uuid4().hex[:6]}"
-    config = config.model_copy(update={"owner": config.owner or f"autoresearch@actor:{config.tracker_namespace}/{name}"})
+    owner = config.owner or f"autoresearch@actor:{config.tracker_namespace}/{name}"
+    config = config.model_copy(update={"owner": owner})
     here = ray.get_runtime_context().get_node_id()
     cls = ray.remote(AutoResearchTeam)
     return cls.options(
@@ -205,6 +206,7 @@ def research_progress(config: ResearchConfig) -> str:
 
     root = Path(config.repo).resolve() if config.repo else Path(config.workspace).expanduser().resolve()
     try:
-        return progress_line(read_results(root / "results.tsv"), read_statuses(root / STATE_DIR / STATUS_KIND / config.tag))
+        return progress_line(read_results(root / "results.tsv"),
+                             read_statuses(root / STATE_DIR / STATUS_KIND / config.tag))
     except Exception as exc:  # noqa: BLE001 - a progress line never stops the job
         return f"autoresearch: no progress yet ({type(exc).__name__})"

@@ -201,7 +201,8 @@ def test_a_stopped_researcher_leaves_its_unmeasured_commit_and_resume_runs_it(tm
     assert [r.kind for r in rows] == ["baseline"] * 3
     worktree = git.Repo(root / ".autoresearch" / "worktrees" / "t" / "r0")
     unmeasured = worktree.head.commit
-    assert unmeasured.summary.startswith("autoresearch 1:") and repo.heads["autoresearch/t"].commit.hexsha == rows[0].commit
+    assert unmeasured.summary.startswith("autoresearch 1:")
+    assert repo.heads["autoresearch/t"].commit.hexsha == rows[0].commit
 
     summary = AutoResearch(config(repo, rescore=None, resume=True)).run(1)
     rows = read_results(root / "results.tsv")
