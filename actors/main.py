@@ -86,6 +86,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                           "working directories)")
     research.add_argument("--autoresearch-tag", default=None, metavar="TAG",
                           help="branch autoresearch/TAG, continued when it exists (default: today, e.g. nov22)")
+    research.add_argument("--researchers", type=int, default=1, metavar="K",
+                          help="AutoResearch researchers in parallel, one git worktree each, one results.tsv "
+                          "(default 1)")
     parser.add_argument("--storage", default=None, metavar="URI",
                         help="where training checkpoints and the WorkTracker's copy go, reachable from every node: "
                         "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or a shared folder (default: "
@@ -96,6 +99,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.autoresearch_iterations < 0:
         parser.error("--autoresearch-iterations must be >= 0")
+    if args.researchers < 1:
+        parser.error("--researchers must be at least 1")
     if args.autoresearch_repo is not None and not args.autoresearch_repo.is_dir():
         parser.error(f"--autoresearch-repo folder not found: {args.autoresearch_repo}")
     if args.scalers < 1:
@@ -167,12 +172,13 @@ class StopSignals:
         return signal.Signals(self.signum).name if self.signum else ""
 
 
-def run_round(agents: dict, tracker, research=None, iterations: int = 0, stop: StopSignals | None = None
-              ) -> tuple[list[dict], list[str], dict | None]:
-    """One round: every agent scales what it can claim, and the AutoResearch loop
-    (when given) runs `iterations` experiments. Returns (outcomes, crashes, research summary).
-    On a stop request every task is cancelled; actors that have not let go after
-    STOP_GRACE_S are killed (the tracker then hands their claims on at once)."""
+def run_round(agents: dict, tracker, research=None, iterations: int = 0, stop: StopSignals | None = None,
+              research_progress=None) -> tuple[list[dict], list[str], dict | None]:
+    """One round: every agent scales what it can claim, and the AutoResearch team
+    (when given) runs `iterations` experiments per researcher. Returns (outcomes,
+    crashes, research summary). On a stop request every task is cancelled; actors
+    that have not let go after STOP_GRACE_S are killed (the tracker then hands their
+    claims on at once). `research_progress()` gives the researchers' line."""
     import ray
 
     actors = {**agents, **({"autoresearch": research} if research is not None else {})}
@@ -222,6 +228,8 @@ def run_round(agents: dict, tracker, research=None, iterations: int = 0, stop: S
         if pending and time.time() - last_progress >= PROGRESS_EVERY_S:
             last_progress = time.time()
             _log_progress(agents, pending, tracker)
+            if research_progress is not None and "autoresearch" in pending.values():
+                log.info("%s", research_progress())
     return outcomes, crashes, summary
 
 
@@ -237,7 +245,9 @@ def _log_progress(agents: dict, pending: dict, tracker) -> None:
             log.info("%s: %s for %.0fs", name, s["doing"], s["for_s"])
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
             log.info("%s: busy", name)
-    held = [f"{c.work_id} by {display_name(c.owner)}" for c in ray.get(tracker.list_claims.remote("claimed"))]
+    # The researchers' own claims (changes, seeds) are in their progress line, not here.
+    held = [f"{c.work_id} by {display_name(c.owner)}" for c in ray.get(tracker.list_claims.remote("claimed"))
+            if not c.work_id.startswith("autoresearch:")]
     log.info("claims held: %s; %d task(s) running", ", ".join(held) or "none", len(pending))
 
 
@@ -278,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 repo=args.autoresearch_repo.resolve() if args.autoresearch_repo else None,
                 workspace=args.autoresearch_workspace.expanduser().resolve(),
                 tag=args.autoresearch_tag or default_tag(), resume="auto", model=args.model,
-                tracker_namespace=args.namespace)
+                tracker_namespace=args.namespace, researchers=args.researchers)
     except ValidationError as exc:
         return fail(format_validation_error(exc))
     except ResearchError as exc:
@@ -328,11 +338,13 @@ def _run(args, options, config, stop: StopSignals) -> int:
         for i in range(args.scalers)
     }
     research = None
+    progress = None
     if config is not None:
-        from actors.research.loop import start_autoresearch
+        from actors.research.team import research_progress, start_autoresearch
 
         config = config.model_copy(update={"gpus": 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0})
         research = start_autoresearch(config)
+        progress = lambda: research_progress(config)  # noqa: E731
     crashed = all_failed = False
     while True:
         t0 = time.time()
@@ -340,7 +352,7 @@ def _run(args, options, config, stop: StopSignals) -> int:
         print(scan_report(options.experiments, options.code, options.proposals, options.model, options.offline),
               flush=True)
         outcomes, crashes, research_summary = run_round(agents, tracker, research, args.autoresearch_iterations,
-                                                        stop)
+                                                        stop, progress)
         if stop.signum:
             print(stopped_line(stop, tracker, started), file=sys.stderr)
             return 128 + stop.signum

@@ -1,6 +1,8 @@
-"""`python -m actors.autoresearch run|parse-log`: the AutoResearch loop's command line.
+"""`python -m actors.autoresearch run|status|parse-log`: the AutoResearch loop's command line.
 
-    python -m actors.autoresearch run [--repo PATH] [--iterations K] [--tag T] [--resume] [--offline]
+    python -m actors.autoresearch run [--repo PATH] [--researchers K] [--iterations N] [--tag T] [--resume]
+                                      [--metric REGEX]
+    python -m actors.autoresearch status [--repo PATH] [--tag T]
     python -m actors.autoresearch parse-log RUN.LOG [--metric REGEX] [--repo PATH] [--json]
 
 Every mistake that can be found without Ray (not a repository, uncommitted
@@ -14,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from actors.research.config import DEFAULT_TIMEOUT_S, DEFAULT_WORKSPACE, ResearchConfig, ResearchError, default_tag
@@ -94,7 +97,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             repo=args.repo, workspace=args.workspace, file=args.file, tag=args.tag or default_tag(),
             resume=args.resume, timeout_s=args.timeout_min * 60, gpus=args.gpus or 0, env=_env_pairs(args.set),
             offline=args.offline, model=args.model, seed=args.seed, tracker_namespace=args.namespace,
-            metric=args.metric)
+            metric=args.metric, researchers=args.researchers, protect=args.protect, significance=args.significance,
+            min_gain=args.min_gain, baseline_seeds=args.baseline_seeds, max_seeds=args.max_seeds,
+            seed_var=args.seed_var, rescore="" if args.no_rescore else args.rescore, artifact=args.artifact)
         if config.repo is not None:
             check_repository(config, config.repo)  # refuse now, not after Ray has started
             apply_repo_settings(config, config.repo)  # a bad metric in program.md too
@@ -102,7 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     import ray
 
-    from actors.research.loop import start_autoresearch
+    from actors.research.team import start_autoresearch
     from actors.tracker.actor import TrackerConfigError, TrackerStartError, connect_tracker
 
     try:
@@ -112,8 +117,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.gpus is None:
         config.gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     handle = start_autoresearch(config)
+    ref = handle.run.remote(args.iterations)
     try:
-        summary = ray.get(handle.run.remote(args.iterations))
+        summary = _wait(ref, config)
+    except KeyboardInterrupt:
+        # The team cancels its researchers: runs stopped, claims released, unmeasured commits kept.
+        ray.cancel(ref)
+        try:
+            ray.get(ref, timeout=60)
+        except Exception:  # noqa: BLE001 - cancelled is what we asked for
+            pass
+        print(f"stopped: AutoResearch {config.branch} interrupted; continue with --resume", file=sys.stderr)
+        return 130
     except ray.exceptions.RayTaskError as exc:
         cause = exc.as_instanceof_cause()
         if isinstance(cause, ResearchError):
@@ -123,21 +138,79 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait(ref, config: ResearchConfig, every_s: float = 30.0) -> dict:
+    """The team's summary; a progress line every `every_s` while it works."""
+    import ray
+
+    from actors.research.memory import read_results
+    from actors.research.progress import STATUS_KIND, progress_line, read_statuses
+    from actors.research.workspace import STATE_DIR
+
+    root = Path(config.repo).resolve() if config.repo else config.workspace.resolve()
+    while True:
+        ready, _ = ray.wait([ref], timeout=every_s)
+        if ready:
+            return ray.get(ref)
+        try:
+            rows = read_results(root / "results.tsv")
+            statuses = read_statuses(root / STATE_DIR / STATUS_KIND / config.tag)
+            logging.getLogger("actors.autoresearch").info("%s", progress_line(rows, statuses))
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            logging.getLogger("actors.autoresearch").debug("no progress line: %s", exc)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from actors.research.config import BRANCH_PREFIX
+    from actors.research.memory import RESULTS_FILE, ResearchLogError, read_results
+    from actors.research.progress import STATUS_KIND, read_statuses, status_lines
+    from actors.research.workspace import STATE_DIR
+
+    root = (args.repo or args.workspace).expanduser().resolve()
+    if not (root / ".git").exists():
+        return fail(f"{root} is not a research repository (no .git)")
+    tag = args.tag
+    if tag is None:
+        current = root / STATE_DIR / "current"
+        if not current.exists():
+            return fail(f"no AutoResearch branch has run in {root}; pass --tag")
+        tag = current.read_text().strip().removeprefix(BRANCH_PREFIX)
+    results = root / RESULTS_FILE
+    current = root / STATE_DIR / "current"
+    if current.exists() and current.read_text().strip() != BRANCH_PREFIX + tag:
+        results = root / STATE_DIR / "branches" / (BRANCH_PREFIX + tag).replace("/", "__") / RESULTS_FILE
+    try:
+        rows = read_results(results)
+    except ResearchLogError as exc:
+        return fail(str(exc))
+    statuses = read_statuses(root / STATE_DIR / STATUS_KIND / tag)
+    if not rows and not statuses:
+        return fail(f"nothing recorded for {BRANCH_PREFIX}{tag} in {root}")
+    now = time.time()
+    for st in statuses:
+        if st.get("state") not in ("stopped",) and now - st.get("updated", now) > 3600:
+            st["doing"] = f"{st.get('doing', '')} (no update for {int((now - st['updated']) // 60)} min)"
+    print(status_lines(rows, statuses, BRANCH_PREFIX + tag))
+    print(f"results.tsv, notes.md and progress.png in {results.parent}")
+    return 0
+
+
 def format_summary(summary: dict) -> str:
     best = summary.get("best_val_bpb")
     base = summary.get("baseline_val_bpb")
-    lines = [f"AutoResearch {summary['branch']} in {summary['repo']} ({summary['proposer']})",
+    lines = [f"AutoResearch {summary['branch']} in {summary['repo']} ({summary['proposer']}, "
+             f"{summary.get('researchers', 1)} researcher(s))",
              f"  experiments {summary['experiments']}: kept {summary['keep']}, discarded {summary['discard']}, "
-             f"crashed {summary['crash']}, backtracked {summary['backtrack']}"]
+             f"crashed {summary['crash']}, backtracked {summary['backtrack']}; {summary.get('runs', 0)} runs"
+             + (f", {summary['pending']} undecided" if summary.get("pending") else "")]
     if best is not None and base is not None:
-        lines.append(f"  val_bpb baseline {base:.4f} -> best {best:.4f} ({best - base:+.4f}), noise floor "
-                     f"{summary['noise_floor']:.4f}; best commit {summary['best_commit'][:10]}, "
+        lines.append(f"  val_bpb baseline {base:.4f} -> best {best:.4f} ({best - base:+.4f}), seed noise sd "
+                     f"{summary['noise_floor'] or 0:.4f}; best commit {summary['best_commit'][:10]}, "
                      f"head {summary['head'][:10]}")
     if summary.get("llm_tokens"):
         lines.append(f"  LLM tokens {summary['llm_tokens']}, ${summary['llm_cost_usd']:.4f}")
     if summary.get("stop_reason"):
         lines.append(f"  stopped early: {summary['stop_reason']}")
-    lines.append(f"  results.tsv and notes.md in {summary['repo']}; {summary['seconds']:.0f}s")
+    lines.append(f"  results.tsv, notes.md and progress.png in {summary['repo']}; {summary['seconds']:.0f}s")
     return "\n".join(lines)
 
 
@@ -161,10 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print every field as JSON")
     p.set_defaults(func=_cmd_parse_log)
 
+    st = sub.add_parser("status", help="what each researcher does, experiments, keeps, the best val_bpb",
+                        description="Reads results.tsv and the researchers' status files; needs no Ray.")
+    st.add_argument("--repo", type=Path, default=None, help="the research repository (default: the workspace)")
+    st.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE, help=argparse.SUPPRESS)
+    st.add_argument("--tag", default=None, help="the branch autoresearch/TAG (default: the last one run)")
+    st.set_defaults(func=_cmd_status)
+
     r = sub.add_parser("run", help="run the loop",
-                       description="Baseline twice, then ITERATIONS experiments, each a commit on "
-                       "autoresearch/TAG, kept or discarded on val_bpb (and, in a Parameter Golf repository, the "
-                       "16,000,000-byte artifact cap). "
+                       description="K researchers in git worktrees of one repository share results.tsv and "
+                       "notes.md: the file is run with BASELINE_SEEDS seeds, then each researcher runs "
+                       "ITERATIONS experiments, each a commit kept on autoresearch/TAG only when a t-test over "
+                       "seeded runs says it beats the best (and, in a Parameter Golf repository, the artifact is "
+                       "under the 16,000,000-byte cap). "
                        "Claude proposes the changes when ANTHROPIC_API_KEY is set; otherwise (or with "
                        "--offline) one numeric hyperparameter default changes per experiment.")
     r.add_argument("--repo", type=Path, default=None,
@@ -172,7 +254,30 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--workspace", type=Path, default=DEFAULT_WORKSPACE,
                    help="where the template workspace lives without --repo (default: %(default)s)")
     r.add_argument("--file", default="train_gpt.py", help="the file under research (default: %(default)s)")
-    r.add_argument("--iterations", type=int, default=10, help="experiments to run after the baseline (default 10)")
+    r.add_argument("--iterations", type=int, default=10, help="experiments each researcher runs after the "
+                   "baseline; extra seeds and re-measures come on top (default 10)")
+    r.add_argument("--researchers", type=int, default=1, metavar="K",
+                   help="researchers in parallel, each in its own git worktree, each run holding --gpus GPUs "
+                   "or one CPU (default 1)")
+    r.add_argument("--protect", action="append", default=[], metavar="PATH",
+                   help="a file no proposal may change, hashed before every run (repeatable; prepare.py is "
+                   "protected whenever the repository has one)")
+    r.add_argument("--significance", type=float, default=0.05, metavar="P",
+                   help="keep when a one-sided t-test over seeded runs gives p < P (default 0.05; "
+                   "Parameter Golf records: 0.01)")
+    r.add_argument("--min-gain", type=float, default=0.0, help="the val_bpb a keep must beat the best by "
+                   "(default 0; Parameter Golf records: 0.005)")
+    r.add_argument("--baseline-seeds", type=int, default=3, help="seeded runs of the file as it is (default 3)")
+    r.add_argument("--max-seeds", type=int, default=5, help="runs of a candidate before a small gain is given up "
+                   "(default 5)")
+    r.add_argument("--seed-var", default="SEED", help="the environment variable each run's seed goes in "
+                   "(default SEED)")
+    r.add_argument("--rescore", default=None, metavar="CMD",
+                   help="command that re-scores a kept run's artifact on a held-out split and prints val_bpb, "
+                   "with {artifact} and {file} (default: the golf template harness's, when present)")
+    r.add_argument("--no-rescore", action="store_true", help="no held-out re-score of kept artifacts")
+    r.add_argument("--artifact", default="final_model.int8.ptz", help="the file each run leaves for the "
+                   "re-score (default %(default)s)")
     r.add_argument("--tag", default=None, help="branch autoresearch/TAG (default: today's date, e.g. nov22)")
     r.add_argument("--resume", action="store_true", help="continue an existing branch from results.tsv, "
                    "notes.md and the git log")
@@ -201,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--timeout-min must be positive")
         if args.gpus is not None and args.gpus < 0:
             parser.error("--gpus must be >= 0")
+        if args.researchers < 1:
+            parser.error("--researchers must be at least 1")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.func(args)
 

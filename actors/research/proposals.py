@@ -7,9 +7,11 @@ the direction it pushes in, and the change itself, either the whole new file or
 a unified diff.
 
 `apply_proposal` validates every proposal the same way whoever made it: a diff
-must name only the research file and apply (`git apply`), the result must be
-new and must parse, a dead-end direction is refused, and a structural change
-is required when the loop has called for one.
+must name only the research file (a protected file, such as the evaluation
+harness, is refused by name) and apply (`git apply`), the result must be new and
+must parse, a dead-end direction is refused, and a structural change is required
+when the loop has called for one. The loop then refuses a change that was
+already run or is running (`actors.research.fingerprint`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from actors.research.changes import fingerprint
 from actors.research.rules import ResultRow, normalise_direction
 from actors.shared.llm import LLMError
 from actors.shared.pricing import Usage
@@ -76,6 +79,9 @@ class ResearchContext:
     cap_bytes: int = 16_000_000
     env: dict[str, str] = field(default_factory=dict)  # exported into every run: these names are fixed
     feedback: str = ""  # why the previous proposal was rejected, for a second try
+    protected: tuple[str, ...] = ()  # files no proposal may change (the evaluation harness)
+    taken: dict[str, str] = field(default_factory=dict)  # fingerprint -> what ran or runs: never again
+    running: list[str] = field(default_factory=list)  # what the other researchers run now
 
 
 class Researcher(Protocol):
@@ -105,11 +111,15 @@ def _diff_paths(diff: str) -> set[str]:
     return paths
 
 
-def apply_diff(source: str, file: str, diff: str) -> str:
+def apply_diff(source: str, file: str, diff: str, protected: tuple[str, ...] = ()) -> str:
     """`source` with the unified `diff` applied by `git apply` (outside any repo)."""
     paths = _diff_paths(diff)
     if not paths:
         raise ProposalRejected("the diff has no ---/+++ file headers")
+    touched = sorted(p for p in paths if p in protected)
+    if touched:
+        raise ProposalRejected(f"the diff changes {', '.join(touched)}, which is protected (the evaluation "
+                               f"harness: data and scoring); change only {file}")
     if paths != {file}:
         raise ProposalRejected(f"the diff must change only {file}; it names {', '.join(sorted(paths))}")
     with tempfile.TemporaryDirectory(prefix="autoresearch-apply-") as tmp:
@@ -130,7 +140,7 @@ def apply_diff(source: str, file: str, diff: str) -> str:
 def apply_proposal(proposal: ResearchProposal, context: ResearchContext) -> str:
     """The new source the proposal makes, or ProposalRejected saying why not."""
     if proposal.edit_format == "diff":
-        new = apply_diff(context.source, context.file, proposal.content)
+        new = apply_diff(context.source, context.file, proposal.content, context.protected)
     else:
         new = proposal.content
     if len(new.encode()) > MAX_SOURCE_BYTES:
@@ -138,6 +148,11 @@ def apply_proposal(proposal: ResearchProposal, context: ResearchContext) -> str:
                                f"the limit for a research file is {MAX_SOURCE_BYTES:,}")
     if new == context.source:
         raise ProposalRejected(f"the proposal leaves {context.file} unchanged")
+    for p in context.protected:
+        # Writing a protected file at run time would change the harness behind its hash check.
+        if Path(p).name in new and Path(p).name not in context.source:
+            raise ProposalRejected(f"the new {context.file} names the protected file {p}; it may import the "
+                                   "harness, never read or write its file")
     try:
         ast.parse(new, filename=context.file)
     except SyntaxError as exc:
@@ -150,4 +165,7 @@ def apply_proposal(proposal: ResearchProposal, context: ResearchContext) -> str:
     if context.structural and proposal.kind != "structural":
         raise ProposalRejected("the last experiments each gained less than 0.001 val_bpb: this one must be a "
                                "structural change (kind 'structural'), not a " + proposal.kind)
+    seen = context.taken.get(fingerprint(context.source, new))
+    if seen:
+        raise ProposalRejected(f"this change was already run or is running ({seen}); propose a different one")
     return new

@@ -15,6 +15,7 @@ import logging
 from typing import Any, Iterable
 
 from actors.research import knobs as offline
+from actors.research.changes import fingerprint
 from actors.research.proposals import (
     TOOL_NAME,
     ProposalRejected,
@@ -65,11 +66,18 @@ class OfflineResearcher:
                             "status": r.status, "val_bpb": r.val_bpb})
         free = {k.name for k in knobs}
         structural = {n for n in free if _is_structural_knob(n)} if context.structural else set()
-        try:
-            p = offline.propose(context.source, history, dead, seed=self.seed,
-                                only=(structural or free).__contains__)
-        except ValueError as exc:
-            raise ProposalRejected(str(exc)) from None
+        # A change another researcher ran or runs is refused: step over those.
+        for _ in range(2 * len(knobs) + 1):
+            try:
+                p = offline.propose(context.source, history, dead, seed=self.seed,
+                                    only=(structural or free).__contains__)
+            except ValueError as exc:
+                raise ProposalRejected(str(exc)) from None
+            if fingerprint(context.source, p.source) not in context.taken:
+                break
+            dead = dead | {(p.knob, p.direction)}
+        else:
+            raise ProposalRejected("every one-knob change the offline proposer can make was already run")
         kind = "structural" if context.structural and _is_structural_knob(p.knob) else "tweak"
         reasoning = dict(_split_reasoning(p.reasoning))
         untried = [k.name for k in knobs if k.name not in {h["knob"] for h in history} and k.name != p.knob]
@@ -116,7 +124,11 @@ direction. Directions listed as dead ends are refused;
 - `edit_format` "diff" (a unified diff with ---/+++ headers of the file, preferred \
 for small changes) or "file" (the whole new file). The result must be valid Python \
 that still prints the same result lines;
-- keep the script self-contained and deterministic; never remove the wall-clock cap;
+- keep the script self-contained and deterministic given its seed; never remove the \
+wall-clock cap; never change a protected file (the evaluation harness) nor the \
+way results are scored;
+- other researchers work in parallel from the same results: a change that was \
+already run, or is running, is refused;
 - `ideas`: what you would try next, best first.
 """
 
@@ -161,6 +173,12 @@ class ClaudeResearcher:
                  f"Artifact cap: {context.cap_bytes:,} bytes."]
         if context.dead_ends:
             rules.append("Dead ends (refused): " + "; ".join(context.dead_ends) + ".")
+        if context.protected:
+            rules.append("Protected, never to be changed (the evaluation harness): "
+                         + ", ".join(context.protected) + ".")
+        if context.running:
+            rules.append("Running now on other researchers (do not propose these again): "
+                         + "; ".join(context.running) + ".")
         if context.structural:
             rules.append("The last five experiments each gained less than 0.001: this experiment must be a "
                          "structural change (kind 'structural').")

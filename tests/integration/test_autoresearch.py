@@ -1,7 +1,9 @@
 """The AutoResearch loop end to end: real git repositories, real training runs of the
-golf template as Ray tasks on the session's local Ray, and the Claude researcher
-over the scripted LLM: its prompts carry the file it is asked to change, and its
-scripted replies go through the real tool-use parsing and validation."""
+golf template (and of a toy research file, where the test is about the team rather
+than the training) as Ray tasks on the session's local Ray, researchers as Ray
+actors, claims in a real WorkTracker, and the Claude researcher over the scripted
+LLM: its prompts carry the file it is asked to change, and its scripted replies go
+through the real tool-use parsing and validation."""
 
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ from pathlib import Path
 import git
 import pytest
 
-from actors.research.config import ResearchConfig
-from actors.research.loop import AutoResearch, start_autoresearch
+from actors.research.config import ResearchConfig, ResearchError
+from actors.research.loop import AutoResearch
 from actors.research.memory import NOTES_SECTIONS, read_results
 from actors.research.researchers import ClaudeResearcher
+from actors.research.rules import standing
+from actors.research.team import start_autoresearch
 from actors.shared.llm_scripted import ScriptedLLM
-from tests.support import make_golf_repo, set_environ_default
+from tests.support import make_golf_repo, make_toy_repo, set_environ_default
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +35,17 @@ def proposal(description, direction, content, kind="tweak", edit_format="file"):
             "content": content}
 
 
-def source_of(params):
+def source_of_file(params, name):
     """The research file as the researcher showed it to Claude in its request."""
     for block in params["messages"][0]["content"]:
-        m = re.fullmatch(r'<document name="train_gpt.py">\n(.*)\n</document>', block["text"], re.S)
+        m = re.fullmatch(rf'<document name="{re.escape(name)}">\n(.*)\n</document>', block["text"], re.S)
         if m:
             return m.group(1)
-    raise AssertionError("the request does not hold train_gpt.py")
+    raise AssertionError(f"the request does not hold {name}")
+
+
+def source_of(params):
+    return source_of_file(params, "train_gpt.py")
 
 
 def set_default(name, value, description, direction):
@@ -93,7 +101,9 @@ def test_six_scripted_iterations_keep_discard_crash_and_cap(ray_cluster, remote_
         set_default("LEARNING_RATE", "1e-4", "LEARNING_RATE 5e-3 -> 1e-4", "LEARNING_RATE down"),
     ]
     researcher = scripted(*script)
-    loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="t6", timeout_s=120), researcher)
+    # The held-out re-score has its own test; here it would only add runs.
+    loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="t6", timeout_s=120, rescore=""),
+                        researcher)
     summary = loop.run(6)
 
     requests = researcher.llm.requests
@@ -102,8 +112,8 @@ def test_six_scripted_iterations_keep_discard_crash_and_cap(ray_cluster, remote_
     assert summary["llm_tokens"] == 7 * 1200 and summary["llm_cost_usd"] > 0
     rows = read_results(Path(repo.working_tree_dir) / "results.tsv")
     base = [r for r in rows if r.kind == "baseline"]
-    exps = [r for r in rows if r.kind != "baseline"]
-    assert len(base) == 2 and all(r.val_bpb for r in base)
+    exps = [r for r in rows if r.is_experiment]
+    assert len(base) == 3 and all(r.val_bpb for r in base) and len({r.val_bpb for r in base}) == 3  # 3 seeds
     assert [(r.n, r.status) for r in exps] == [(1, "keep"), (2, "discard"), (3, "discard"), (4, "crash"),
                                                (5, "keep"), (6, "discard")]
     assert exps[0].val_bpb < min(r.val_bpb for r in base) - 0.5  # 6.05 -> ~4.76 here
@@ -113,6 +123,7 @@ def test_six_scripted_iterations_keep_discard_crash_and_cap(ray_cluster, remote_
     assert exps[4].val_bpb < exps[0].val_bpb
     for r in exps:
         assert r.reasoning.startswith("REASONING | Hypothesis:")
+    assert exps[0].p_value < 0.05 and exps[4].p_value < 0.05 and exps[1].p_value > 0.5
 
     # The branch head is the best commit, and its file is the kept one.
     assert repo.active_branch.name == "autoresearch/t6"
@@ -140,9 +151,10 @@ def test_six_scripted_iterations_keep_discard_crash_and_cap(ray_cluster, remote_
     assert "over the 16,000,000-byte cap" in notes
     assert re.search(r"## Best Known Config\s+- commit `" + exps[4].commit[:10], notes)
     # Logs saved, one per run.
-    logs = sorted(p.name for p in (Path(repo.working_tree_dir) / ".autoresearch" / "logs" / "t6").iterdir())
-    assert logs == ["001.log", "002.log", "003.log", "004-fix.log", "004.log", "005.log", "006.log",
-                    "baseline-1.log", "baseline-2.log"]
+    logs = sorted(p.name for p in (Path(repo.working_tree_dir) / ".autoresearch" / "logs" / "t6").glob("*.log"))
+    assert logs[:9] == ["001.log", "002.log", "003.log", "004-fix.log", "004.log", "005.log", "006.log",
+                        "baseline-1.log", "baseline-2.log"]
+    assert all(name.startswith(("00", "baseline-")) for name in logs)  # extra seeds, if any, are logged too
 
     # Never pushed: the remote is exactly as the test left it.
     assert {r.path: r.commit.hexsha for r in remote.refs} == remote_refs_before
@@ -153,73 +165,116 @@ def test_existing_branch_is_refused_without_resume(ray_cluster, tmp_path):
     repo = make_golf_repo(tmp_path / "r")
     repo.create_head("autoresearch/dup")
     loop = AutoResearch(ResearchConfig(repo=Path(repo.working_tree_dir), tag="dup"), scripted())
-    from actors.research.config import ResearchError
-
     with pytest.raises(ResearchError, match="already exists.*--resume"):
-        loop.prepare()
+        loop.run(1)
     assert repo.active_branch.name == "main"
 
 
-def _training_pids() -> list[int]:
-    """Processes whose working directory is a training run's (autoresearch-run-*)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and "autoresearch-run-" in str((proc / "cwd").readlink()):
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited
 
 
-def test_killed_actor_resumes_and_a_timeout_is_a_crash(ray_cluster, make_tracker, tmp_path):
+def _wait_for(check, timeout_s: float, what: str) -> None:
+    deadline = time.time() + timeout_s
+    while not check():
+        assert time.time() < deadline, f"{what} within {timeout_s:.0f}s"
+        time.sleep(0.25)
+
+
+def _live_claims(namespace: str) -> list:
+    import ray
+
+    from actors.tracker.actor import ACTOR_NAME
+
+    tracker = ray.get_actor(ACTOR_NAME, namespace=namespace)
+    return [c for c in ray.get(tracker.list_claims.remote("claimed")) if c.work_id.startswith("autoresearch:")]
+
+
+def test_a_cancelled_or_killed_researcher_stops_its_run_releases_its_claims_and_resume_runs_it(
+        ray_cluster, make_tracker, tmp_path):
     import ray
 
     make_tracker()
-    repo = make_golf_repo(tmp_path / "r")
+    repo = make_toy_repo(tmp_path / "r")
     root = Path(repo.working_tree_dir)
-    hang = lambda params: proposal("sleep before training", "sleeping",  # noqa: E731
-                                   source_of(params).replace("def main():", "def main():\n    time.sleep(3600)", 1))
-    cfg = ResearchConfig(repo=root, tag="kill", timeout_s=600, tracker_namespace=make_tracker.namespace)
-    actor = start_autoresearch(cfg, scripted(hang))
-    ref = actor.run.remote(5)
-    deadline = time.time() + 180
-    while time.time() < deadline and not (
-            git.Repo(root).head.commit.summary.startswith("autoresearch 1:") and _training_pids()):
-        time.sleep(0.5)
-    assert _training_pids(), "experiment 1 never started"
-    ray.kill(actor, no_restart=True)
-    with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(ref)
-    rows = read_results(root / "results.tsv")
-    assert [r.kind for r in rows] == ["baseline", "baseline"]
-    baseline_commit = rows[0].commit
-    assert repo.head.commit.summary.startswith("autoresearch 1:")  # committed, never measured
-    # The hanging run dies with its worker: no training process is left behind.
-    deadline = time.time() + 30
-    while _training_pids() and time.time() < deadline:
-        time.sleep(0.5)
-    assert not _training_pids()
+    pidfile = tmp_path / "run.pid"
+    hang = lambda params: proposal(  # noqa: E731
+        "sleep before training", "sleeping", re.sub(r'"""\n', f'"""\nimport time\nopen({str(pidfile)!r}, "w").write('
+                                                       'str(__import__("os").getpid()))\ntime.sleep(3600)\n',
+                                                       source_of_file(params, "train.py"), count=1))
+    cfg = dict(repo=root, file="train.py", tag="kill", rescore="", tracker_namespace=make_tracker.namespace)
+    worktree = root / ".autoresearch" / "worktrees" / "kill" / "r0"
 
-    # Resume: the claim of the dead actor is taken over, the unmeasured experiment 1
-    # is run again, and this time the 3-second timeout kills it: a crash.
-    cfg2 = ResearchConfig(repo=root, tag="kill", timeout_s=3, resume=True, tracker_namespace=make_tracker.namespace)
-    actor2 = start_autoresearch(cfg2, scripted())
-    summary = ray.get(actor2.run.remote(1), timeout=120)
+    # 1. Cancelled (what Ctrl-C in actors.main does): the run is stopped, the claims released.
+    team = start_autoresearch(ResearchConfig(**cfg, timeout_s=600), scripted(hang), name="ar-kill-1")
+    ref = team.run.remote(5)
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text(), 120, "experiment 1 started")
+    pid = int(pidfile.read_text())
+    ray.cancel(ref)
+    with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError)):
+        ray.get(ref, timeout=60)
+    _wait_for(lambda: not _alive(pid), 30, "the training run stopped")
+    assert _live_claims(make_tracker.namespace) == []
     rows = read_results(root / "results.tsv")
-    exps = [(r.n, r.status) for r in rows if r.kind != "baseline"]
-    assert exps == [(1, "crash")]
+    assert [r.kind for r in rows] == ["baseline"] * 3
+    unmeasured = git.Repo(worktree).head.commit
+    assert unmeasured.summary == "autoresearch 1: sleep before training"  # committed, never measured
+    assert repo.heads["autoresearch/kill"].commit.hexsha == rows[0].commit
+
+    # 2. Resumed, the unmeasured commit runs again; its researcher is killed: the team goes on
+    # and ends, and the tracker drops the dead researcher's claims at once.
+    pidfile.unlink()
+    team = start_autoresearch(ResearchConfig(**cfg, timeout_s=600, resume=True), scripted(), name="ar-kill-2")
+    ref = team.run.remote(1)
+    _wait_for(lambda: pidfile.exists() and pidfile.read_text(), 120, "experiment 1 started again")
+    assert any(c.owner.startswith("r0@actor:") for c in _live_claims(make_tracker.namespace))
+    ray.kill(ray.get_actor("ar-kill-2-r0", namespace=make_tracker.namespace), no_restart=True)
+    summary = ray.get(ref, timeout=120)
+    assert summary["stop_reason"] == "researcher r0 died"
+    _wait_for(lambda: not _alive(int(pidfile.read_text())), 30, "the run died with its researcher")
+    _wait_for(lambda: _live_claims(make_tracker.namespace) == [], 30, "the dead researcher's claims dropped")
+
+    # 3. Resumed again with a 3-second timeout: experiment 1 is measured at last, as a crash.
+    team = start_autoresearch(ResearchConfig(**cfg, timeout_s=3, resume=True), scripted(), name="ar-kill-3")
+    summary = ray.get(team.run.remote(1), timeout=120)
+    rows = read_results(root / "results.tsv")
+    assert [(r.n, r.status, r.commit) for r in rows if r.is_experiment] == [(1, "crash", unmeasured.hexsha)]
+    assert [r.kind for r in rows].count("baseline") == 3  # the baseline is not run again
     assert "timed out after 3s" in (root / "notes.md").read_text()
-    assert len([r for r in rows if r.kind == "baseline"]) == 2  # the baseline is not run again
-    assert repo.head.commit.hexsha == baseline_commit == summary["best_commit"]
+    assert repo.heads["autoresearch/kill"].commit.hexsha == rows[0].commit == summary["best_commit"]
     assert "autoresearch/kill/discard/1" in [t.name for t in repo.tags]
-    assert "killed after the 3s wall-clock timeout" in (root / ".autoresearch/logs/kill/001.log").read_text()
-    # The branch lease was released when the loop finished.
-    from actors.tracker.actor import ACTOR_NAME
+    assert _live_claims(make_tracker.namespace) == []  # the branch lease too
 
-    tracker = ray.get_actor(ACTOR_NAME, namespace=make_tracker.namespace)
-    held = [c for c in ray.get(tracker.list_claims.remote("claimed")) if c.work_id.startswith("autoresearch:")]
-    assert held == []
+
+def test_two_researcher_actors_share_the_branch_and_never_run_a_change_twice(ray_cluster, make_tracker, tmp_path):
+    """`python -m actors.autoresearch run --researchers 2 --iterations 2` (offline)."""
+    from actors.research.cli import main as ar_main
+
+    make_tracker()
+    repo = make_toy_repo(tmp_path / "r")
+    root = Path(repo.working_tree_dir)
+    harness = (root / "prepare.py").read_bytes()
+    # --seed 15: the offline proposers of r0 and r1 (seeds 15 and 16) both try a knob that helps
+    # first (WIDTH up, DEPTH up), so whichever proposes first makes a keep, however the two
+    # interleave (with seed 0 all four first tries go the wrong way: nothing is kept).
+    assert ar_main(["run", "--repo", str(root), "--file", "train.py", "--researchers", "2", "--iterations", "2",
+                    "--tag", "two", "--offline", "--rescore", "python prepare.py rescore {artifact} {file}",
+                    "--seed", "15", "--namespace", make_tracker.namespace]) == 0
+    rows = read_results(root / "results.tsv")
+    decisions = [r for r in rows if r.is_experiment]
+    assert len(decisions) == 4 and {r.researcher for r in decisions} == {"r0", "r1"}
+    assert len({r.fingerprint for r in decisions}) == 4  # no change ran twice
+    s = standing(rows)
+    assert repo.heads["autoresearch/two"].commit.hexsha == s.head_commit
+    assert s.head_bpb == min(s.mean(c) for c in s.kept)
+    assert repo.git.diff("main", "autoresearch/two", "--name-only").split() == ["train.py"]
+    assert (root / "prepare.py").read_bytes() == harness
+    assert set(s.holdout) == set(s.kept)  # every kept commit re-scored on the held-out split
+    assert _live_claims(make_tracker.namespace) == []
 
 
 def test_cli_refuses_bad_input_without_traceback(tmp_path):
@@ -249,13 +304,13 @@ def test_main_job_runs_the_loop_beside_the_scalers(ray_cluster, make_tracker, tm
     experiments.mkdir()
     src = Path(__file__).resolve().parents[2] / "examples" / "experiments"
     shutil.copytree(next(src.glob("004_*")), experiments / next(src.glob("004_*")).name)  # a negative MVE
-    repo = make_golf_repo(tmp_path / "research")
+    repo = make_toy_repo(tmp_path / "research", file="train_gpt.py")  # the loop, not the training, is tested
     argv = ["--scalers", "1", "--experiments", str(experiments), "--code", str(tmp_path / "code"),
             "--namespace", make_tracker.namespace, "--autoresearch-repo", repo.working_tree_dir,
-            "--autoresearch-tag", "main", "--autoresearch-iterations", "0"]  # the baseline is enough here
-    assert main(argv) == 0
+            "--autoresearch-tag", "main", "--autoresearch-iterations", "0", "--researchers", "2"]
+    assert main(argv) == 0  # the baseline is enough here
     rows = read_results(Path(repo.working_tree_dir) / "results.tsv")
-    assert [r.kind for r in rows] == ["baseline", "baseline"]
+    assert [r.kind for r in rows] == ["baseline"] * 3 and {r.researcher for r in rows} == {"r0", "r1"}
     assert repo.active_branch.name == "autoresearch/main"
     # The branch exists: main continues it, and does not run the baseline again.
     assert main(argv) == 0

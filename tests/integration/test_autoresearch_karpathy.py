@@ -38,21 +38,22 @@ def test_offline_loop_keeps_and_discards_on_val_bpb_and_never_edits_prepare(ray_
     repo = karpathy_repo
     root = Path(repo.working_tree_dir)
     start = repo.head.commit
-    # 30 steps on 200 kB: a few seconds a run; deterministic, so the noise floor is 0. Seed 56
-    # makes the offline proposer try a longer warm-up first (less learning in 30 steps:
+    # 30 steps on 200 kB: a few seconds a run; deterministic (train.py's SEED is a constant, so
+    # the seeds the loop exports change nothing), so the noise is 0 and every comparison exact.
+    # Seed 56 makes the offline proposer try a longer warm-up first (less learning in 30 steps:
     # worse), then a higher learning rate (better): one discard and one keep in two runs.
     cfg = ResearchConfig(repo=root, file="train.py", tag="kst", offline=True, timeout_s=180, seed=56,
-                         env={"MAX_STEPS": "30", "DATA_BYTES": "200000"})
+                         baseline_seeds=2, env={"MAX_STEPS": "30", "DATA_BYTES": "200000"})
     summary = AutoResearch(cfg).run(2)
 
     rows = read_results(root / "results.tsv")
     base = [r for r in rows if r.kind == "baseline"]
-    exps = [r for r in rows if r.kind != "baseline"]
+    exps = [r for r in rows if r.is_experiment]
     assert len(base) == 2 and base[0].val_bpb == base[1].val_bpb  # same run twice, same score
     assert [r.n for r in exps] == [1, 2]
     statuses = [r.status for r in exps]
     assert "keep" in statuses and "discard" in statuses and "crash" not in statuses
-    # keep exactly when val_bpb beat the kept head (noise floor 0); no artifact anywhere
+    # keep exactly when val_bpb beat the kept head (noise 0: the t-test is exact); no artifact anywhere
     head = base[0].val_bpb
     for r in exps:
         assert r.artifact_mb is None
