@@ -1,6 +1,6 @@
 """Chaos benchmark: interrupt the main job many times at random points, then finish it.
 
-The CI test (tests/integration/test_chaos.py) interrupts three times; this runs as
+The CI test (tests/integration/test_chaos.py) interrupts twice (SIGTERM, SIGKILL); this runs as
 many rounds as asked, each interrupted by a random kind (SIGINT, SIGTERM, SIGKILL
 of the driver, `ray.kill` of an agent) after a random delay, then one normal run,
 and checks what a user would: every scalable MVE scaled exactly once, no claim

@@ -64,9 +64,13 @@ from train.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
+# The laptop rehearsal proves the folder trains end to end (data, model, optimiser,
+# checkpoints, results), not what the model learns: a few small steps do that.
+REHEARSAL_STEPS = 20
 LAPTOP_OVERRIDES = (
-    "resources.gpus=0", "resources.cpu_workers=1", "optim.batch_size=8", "optim.warmup_steps=5",
-    "budget.max_steps=40", "budget.eval_interval=20", "budget.eval_batches=4", "budget.max_hours=0.1",
+    "resources.gpus=0", "resources.cpu_workers=1", "optim.batch_size=4", "optim.warmup_steps=5",
+    f"budget.max_steps={REHEARSAL_STEPS}", f"budget.eval_interval={REHEARSAL_STEPS // 2}", "budget.eval_batches=4",
+    "budget.max_hours=0.1",
     "budget.patience=null", "budget.target=null", "precision=fp32", "logging.tensorboard=false",
 )
 
@@ -314,7 +318,7 @@ class ScalerAgent:
         spec = plan.to_train_spec(folder)  # its model file, if any, from the folder just written
         mode = "full"
         if not self.gpus_available:
-            spec, mode = laptop_spec(spec), "laptop rehearsal (CPU, model capped at d128x2, 40 steps)"
+            spec, mode = laptop_spec(spec), f"laptop rehearsal (CPU, model capped at d128x2, {REHEARSAL_STEPS} steps)"
         lease.check()
         command = f"python {folder / 'train.py'}" + ("" if mode == "full" else " (laptop rehearsal)")
         self._now(f"training {mve.work_id} ({mode.split(' (')[0]})")

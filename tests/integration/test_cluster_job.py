@@ -42,7 +42,7 @@ import pytest
 from actors.shared.llm import DEFAULT_MODEL
 from actors.shared.metrics import prometheus_name
 from actors.shared.pricing import cost_usd, price_for
-from actors.scaler.agent import StepFailed, smoke_test
+from actors.scaler.agent import REHEARSAL_STEPS, StepFailed, smoke_test
 from actors.scaler.judge_claude import TOOL_NAME as JUDGE_TOOL
 from actors.scaler.planners import TOOL_NAME
 from tests.support import pristine_examples
@@ -433,7 +433,7 @@ def test_ray_job_submit_scales_the_mve_on_a_token_authenticated_cluster(head, jo
     # What the job wrote: the scaled experiment, trained, recorded.
     ex = head.work / "examples"
     results = json.loads((ex / f"code/{MVE}_scaled/results.json").read_text())
-    assert results["mode"].startswith("laptop rehearsal") and results["steps"] == 40
+    assert results["mode"].startswith("laptop rehearsal") and results["steps"] == REHEARSAL_STEPS
     assert results["val_loss"] < results["val_loss_at_start"]
     assert results["planner"] == f"anthropic:{DEFAULT_MODEL}"
     assert {k: results["llm"][k] for k in USAGE} == USAGE

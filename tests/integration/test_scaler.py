@@ -13,7 +13,7 @@ import ray
 from actors.tracker.rules import LeaseState
 from actors.shared.llm_scripted import ScriptedLLM
 from actors.main import main
-from actors.scaler.agent import ScalerAgent
+from actors.scaler.agent import REHEARSAL_STEPS, ScalerAgent
 from actors.scaler.options import ScalerOptions
 from actors.tracker.client import TrackerClient
 from actors.tracker.owners import display_name
@@ -62,7 +62,7 @@ def test_five_scalers_scale_every_positive_mve_exactly_once(ray_cluster, example
             assert rec.state is LeaseState.DONE and rec.attempts == 1
             assert (results["token"], results["owner"]) == (rec.token, rec.owner)
             assert display_name(rec.owner) == results["agent"]
-            assert results["steps"] == 40 and results["mode"].startswith("laptop rehearsal")
+            assert results["steps"] == REHEARSAL_STEPS and results["mode"].startswith("laptop rehearsal")
             assert results["val_loss"] < results["val_loss_at_start"]
         for mve in NEGATIVE:
             assert not list((examples / "code").glob(f"{mve}_*")) and f"scale:{mve}" not in records

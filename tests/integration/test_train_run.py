@@ -166,11 +166,29 @@ BIG_MODEL = ["--set", "model.d_model=8192", "--set", "model.n_layers=64", "--set
     ],
     ids=["gpus", "hours", "memory", "unknown-field", "cpu-memory", "storage-credentials"],
 )
-def test_cli_refuses_bad_specs_before_starting_anything(tmp_path, args, message):
+def test_cli_refuses_bad_specs_before_starting_anything(tmp_path, args, message, capsys, monkeypatch):
+    # In-process (a subprocess per case costs seconds of imports): Ray must not be
+    # started, so starting it fails the test; the shell's view is the case below.
+    import ray
+
+    from train.run import main
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for a spec that should have been refused")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    code = main([str(TINY), *args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and not (tmp_path / "out").exists()
+    assert "hunter2" not in err  # a credential written into --storage is never echoed
+
+
+def test_the_shell_sees_one_error_line_and_exit_2_for_a_spec_over_the_limits(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "train.run", str(TINY), *args, "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "train.run", str(TINY), "--scaled", "--set", "resources.gpus=4",
+         "--out", str(tmp_path / "out")],
         cwd=ROOT, env={**os.environ, "RAY_ADDRESS": "local"}, capture_output=True, text=True, timeout=120,
     )
-    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "out").exists()
-    assert "hunter2" not in out.stderr  # a credential written into --storage is never echoed
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "resources.gpus: asks for 4 GPUs; the hard limit is 2 GPUs" in out.stderr
+    assert "Started a local Ray instance" not in out.stderr and not (tmp_path / "out").exists()

@@ -112,7 +112,7 @@ def test_the_rehearsal_cuts_a_custom_models_own_size_arguments():
 
 
 def test_the_laptop_rehearsal_of_a_ported_model_cuts_its_own_arguments():
-    from actors.scaler.agent import laptop_spec
+    from actors.scaler.agent import REHEARSAL_STEPS, laptop_spec
     from train.spec import TrainSpec
 
     spec = TrainSpec.parse({"model": {"family": "custom", "path": "/x/models/ssm_lm.py", "class_name": "SSMLM",
@@ -122,4 +122,4 @@ def test_the_laptop_rehearsal_of_a_ported_model_cuts_its_own_arguments():
     small = laptop_spec(spec)
     assert small.model.kwargs == {"dim": 128, "depth": 2, "d_state": 16}
     assert (small.model.d_model, small.model.n_layers, small.model.path) == (128, 2, "/x/models/ssm_lm.py")
-    assert small.resources.gpus == 0 and small.budget.max_steps == 40
+    assert small.resources.gpus == 0 and small.budget.max_steps == REHEARSAL_STEPS
