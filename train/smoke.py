@@ -42,7 +42,7 @@ def smoke_test(spec: TrainSpec, expected_params: int | None = None, tolerance: f
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     checks["forward_backward"] = {
         "ok": bool(torch.isfinite(loss)) and all(g is not None and torch.isfinite(g).all() for g in grads),
-        "loss": float(loss),
+        "loss": loss.item(),
     }
     if expected_params:
         off = abs(params - expected_params) / expected_params

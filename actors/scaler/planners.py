@@ -10,7 +10,7 @@ when Claude cannot be reached. It scales the MVE's own model: when the MVE's
 code holds a trainable language model it is ported (`model_port`: imported
 only in a sandboxed child, sized by its own constructor arguments, copied into
 models/, a same-size GPT named as the baseline); else the built-in family that
-results.json names (keeping its grouped-query ratio and rope_base). An MVE
+results.json names (keeping its grouped-query ratio, rope_base and MLP kind). An MVE
 with neither (a kernel benchmark, an analysis) is declined: it needs the LLM
 planner. From the MVE's `results.json` it takes the benchmark, model family
 and sequence length; then:
@@ -177,7 +177,7 @@ class OfflinePlanner:
             if model.n_kv_heads:
                 kept.append(f"grouped-query attention ({model.n_heads} query heads to {model.n_kv_heads} KV heads, "
                             f"the MVE's {facts['n_heads']}:{facts['n_kv_heads']})")
-            kept += [f"{k}={v:g}" for k, v in model.kwargs.items()]
+            kept += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in model.kwargs.items()]
             if kept:
                 idea = f"keeps the MVE's {' and '.join(kept)}"
 
@@ -232,7 +232,7 @@ class OfflinePlanner:
     def _carried(family: str, facts: dict) -> dict:
         """What of the MVE's built-in model the scaled one keeps: the query-to-KV
         head ratio (grouped-query attention) and constructor options of the
-        family that results.json records (GPT: rope_base)."""
+        family that results.json records (GPT: rope_base, mlp)."""
         if family != "gpt":
             return {}
         carried: dict = {}
@@ -242,6 +242,10 @@ class OfflinePlanner:
         base = facts.get("rope_base")
         if isinstance(base, (int, float)) and not isinstance(base, bool) and base > 0:
             carried["rope_base"] = float(base)
+        mlp = str(facts.get("mlp", "")).strip().lower().replace("-", "").replace("_", "")
+        mlp = {"relu2": "relu2", "relusquared": "relu2", "gelu": "gelu", "swiglu": "swiglu"}.get(mlp)
+        if mlp:  # the MVE compared MLPs: the scaled model keeps the one it tested
+            carried["mlp"] = mlp
         return carried
 
     def _size_model(self, family: str, benchmark: str, seq_len: int, data_params: dict,
@@ -260,7 +264,7 @@ class OfflinePlanner:
                 kv = max(1, heads // carried["kv_ratio"])
                 while heads % kv:
                     kv -= 1
-            kwargs = {"rope_base": carried["rope_base"]} if "rope_base" in carried else {}
+            kwargs = {k: carried[k] for k in ("rope_base", "mlp") if k in carried}
             spec_model = ModelSpec(family=family, d_model=d, n_layers=layers, n_heads=heads, n_kv_heads=kv,
                                    kwargs=kwargs)
             spec = TrainSpec.parse({"model": spec_model.model_dump(),

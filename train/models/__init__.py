@@ -44,7 +44,7 @@ def build_model(family: str, *, vocab_size: int, seq_len: int, d_model: int = 25
     gpt uses every size argument; rnn ignores n_heads, n_kv_heads and mlp_ratio;
     custom uses path, class_name and kwargs and passes only vocab_size and seq_len
     on (its other sizes belong in kwargs). For gpt and rnn, kwargs holds extra
-    constructor options (gpt: rope_base). Bad values raise ValueError naming the
+    constructor options (gpt: rope_base, mlp). Bad values raise ValueError naming the
     field; a custom file that cannot be loaded raises ModelLoadError (a ValueError).
     """
     if family not in MODEL_FAMILIES:

@@ -81,27 +81,43 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
 
-class MLP(nn.Module):
-    """ReLU^2 MLP. Chosen over GELU because modded-nanogpt and the Parameter Golf
-    baseline found it trains at least as well at this scale (So et al. 2021,
-    "Primer"), it is cheaper than GELU, and unlike a gated (SwiGLU) MLP it keeps
-    two matrices, so mlp_ratio means what it says."""
+MLP_KINDS = ("relu2", "gelu", "swiglu")
 
-    def __init__(self, d_model: int, hidden: int):
+
+class MLP(nn.Module):
+    """The feed-forward block. `relu2` (the default), ReLU^2: modded-nanogpt and
+    the Parameter Golf baseline found it trains at least as well at this scale
+    (So et al. 2021, "Primer") and it is cheaper than GELU. `gelu`: the classic
+    GPT MLP. `swiglu` (Shazeer 2020): a gated MLP whose hidden width is 2/3 of
+    the others', so that at one mlp_ratio the three have the same parameters
+    (to rounding) and an MVE that compares them is scaled as it was measured."""
+
+    def __init__(self, d_model: int, hidden: int, kind: str = "relu2"):
         super().__init__()
-        self.fc = nn.Linear(d_model, hidden, bias=False)
+        if kind not in MLP_KINDS:
+            raise ValueError(f"mlp must be one of {', '.join(MLP_KINDS)}, got {kind!r}")
+        self.kind = kind
+        if kind == "swiglu":
+            hidden = max(1, round(hidden * 2 / 3))
+            self.fc = nn.Linear(d_model, 2 * hidden, bias=False)  # gate and up, one matrix
+        else:
+            self.fc = nn.Linear(d_model, hidden, bias=False)
         self.proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.relu(self.fc(x)).square())
+        h = self.fc(x)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            return self.proj(F.silu(gate) * up)
+        return self.proj(F.gelu(h) if self.kind == "gelu" else F.relu(h).square())
 
 
 class Block(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, hidden: int, max_seq_len: int,
-                 dropout: float, rope_base: float):
+                 dropout: float, rope_base: float, mlp: str = "relu2"):
         super().__init__()
         self.attn = CausalSelfAttention(d_model, n_heads, n_kv_heads, max_seq_len, dropout, rope_base)
-        self.mlp = MLP(d_model, hidden)
+        self.mlp = MLP(d_model, hidden, mlp)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,8 +132,10 @@ class GPT(nn.Module):
 
     def __init__(self, *, vocab_size: int, seq_len: int, d_model: int = 256, n_layers: int = 4,
                  n_heads: int = 4, n_kv_heads: int | None = None, mlp_ratio: float = 4.0,
-                 dropout: float = 0.0, rope_base: float = 10000.0):
+                 dropout: float = 0.0, rope_base: float = 10000.0, mlp: str = "relu2"):
         super().__init__()
+        if mlp not in MLP_KINDS:
+            raise ValueError(f"mlp must be one of {', '.join(MLP_KINDS)}, got {mlp!r}")
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         # These invariants would otherwise surface as an obscure reshape error.
         if d_model % n_heads:
@@ -137,7 +155,7 @@ class GPT(nn.Module):
 
         self.embed = nn.Embedding(vocab_size, d_model)
         self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, n_kv_heads, hidden, seq_len, dropout, rope_base) for _ in range(n_layers)
+            Block(d_model, n_heads, n_kv_heads, hidden, seq_len, dropout, rope_base, mlp) for _ in range(n_layers)
         )
         self.drop = nn.Dropout(dropout)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)

@@ -1,5 +1,7 @@
 """ScalePlan validation and the offline planner's rules."""
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -8,6 +10,7 @@ from actors.scaler.plan import ScalePlan
 from train.spec import TrainSpec
 from train.estimate import check_fits
 from train.limits import MAX_HOURS
+from tests.support import pristine_examples
 
 
 def plan_dict(**changes):
@@ -139,3 +142,15 @@ def test_offline_planner_cuts_the_token_budget_to_the_deadline():
     assert plan.gpus == 2 and plan.hours <= MAX_HOURS
     assert plan.max_steps * 32 * 1024 * 2 < TOKENS_PER_PARAM * est.params  # cut, not the full 20 tokens/param
     assert est.compute_hours <= 0.9 * MAX_HOURS * 1.01
+
+
+def test_the_offline_plan_keeps_the_mlp_the_mve_tested():
+    # examples/experiments/003: a SwiGLU MLP against a GELU one in a small GPT.
+    from actors.scaler.planners import OfflinePlanner
+
+    facts = json.loads((pristine_examples() / "experiments/003_swiglu_mlp_bytes/results.json").read_text())
+    plan = OfflinePlanner().design("003", facts)
+    assert plan.model.family == "gpt" and plan.model.kwargs == {"mlp": "swiglu"}
+    assert "keeps the MVE's mlp=swiglu" in plan.rationale
+    assert OfflinePlanner().design("003", {**facts, "mlp": "GELU"}).model.kwargs == {"mlp": "gelu"}
+    assert OfflinePlanner().design("003", {k: v for k, v in facts.items() if k != "mlp"}).model.kwargs == {}

@@ -410,3 +410,22 @@ def test_gpt_accepts_its_extra_option():
     model = build_model("gpt", **TINY, kwargs={"rope_base": 500.0})
     # The lowest rotary frequency is base^(-(d-2)/d) with d the head size (8).
     assert model.blocks[0].attn.rotary.sin[1, -1].item() == pytest.approx(math.sin(500.0 ** (-6 / 8)))
+
+
+@pytest.mark.parametrize("kind", ["relu2", "gelu", "swiglu"])
+def test_the_mlp_kinds_have_one_parameter_count_and_train(kind):
+    # An MVE that compared MLPs at one size is scaled with the one it tested: the
+    # gated MLP's hidden width is 2/3 of the others', so the sizes stay matched.
+    base = count_parameters(build_model("gpt", **TINY))
+    model = build_model("gpt", **TINY, kwargs={"mlp": kind})
+    assert abs(count_parameters(model) - base) <= 0.01 * base and model.blocks[0].mlp.kind == kind
+    idx = torch.randint(0, TINY["vocab_size"], (2, TINY["seq_len"]))
+    loss = F.cross_entropy(model(idx).reshape(-1, TINY["vocab_size"]), idx.reshape(-1))
+    loss.backward()
+    # The output projection starts at zero (identity blocks), so its gradient is the one that moves first.
+    assert torch.isfinite(loss) and model.blocks[0].mlp.proj.weight.grad.abs().sum() > 0
+
+
+def test_an_unknown_mlp_kind_is_refused_naming_the_kinds():
+    with pytest.raises(ValueError, match="mlp must be one of relu2, gelu, swiglu, got 'tanh'"):
+        build_model("gpt", **TINY, kwargs={"mlp": "tanh"})
