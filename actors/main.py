@@ -49,7 +49,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--scalers", type=int, default=2, help="number of ScalerAgent actors (default 2)")
     parser.add_argument("--experiments", type=Path, default=Path("examples/experiments"),
-                        help="folder of NNN_slug MVE folders (default: %(default)s)")
+                        help="the research folder: NNN_slug/ MVE folders, or flat NNN_results.md files "
+                        "beside a code/NNN/ folder (default: %(default)s)")
     parser.add_argument("--code", type=Path, default=Path("examples/code"),
                         help="where NNN_scaled folders are written (default: %(default)s)")
     parser.add_argument("--proposals", type=Path, default=None, help="folder of NNN_*.md proposals (default: beside --experiments)")
@@ -77,7 +78,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     research = parser.add_argument_group("AutoResearch (the keep/discard loop beside the scalers)")
     research.add_argument("--no-autoresearch", action="store_true", help="do not start the AutoResearch loop")
     research.add_argument("--autoresearch-iterations", type=int, default=1, metavar="K",
-                          help="experiments per round after the two baseline runs (default 1)")
+                          help="experiments per round after the baseline's seeded runs (default 1)")
     research.add_argument("--autoresearch-repo", type=Path, default=None, metavar="PATH",
                           help="git repository holding train_gpt.py (default: a workspace made from examples/golf "
                           "in --autoresearch-workspace)")
