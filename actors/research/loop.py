@@ -461,6 +461,8 @@ class AutoResearch:
             if data.get("commit") == commit and data.get("seed") == seed:
                 log.info("%s: %s was measured before the stop; using that measurement", self.name, name)
                 return Measurement(**{k: v for k, v in data.items() if k != "commit"})
+        if self.cancelled():  # stopped before the run: start none (a short run could finish before a poll)
+            raise Cancelled(f"{self.name} cancelled before running {name}")
         with self._phase(n, "run") as details:  # the files out, the run, the log back and parsed
             files = ws.files_at(commit)
             self.shared.check_protected(files, commit)

@@ -40,7 +40,10 @@ def test_interrupted_runs_then_a_normal_one_scale_every_mve_exactly_once(ray_env
         final = run.finish()
         assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-3000:]
         tracker = ray.get_actor("work_tracker", namespace=run.namespace)
-        assert check(examples, tracker, SCALABLE, ledger.count("\n## ")) == [], run.log
+        problems = check(examples, tracker, SCALABLE, ledger.count("\n## "))
+        claims = [(c.work_id, c.state.value, c.owner, c.attempts, (c.result or {}).get("reason"))
+                  for c in ray.get(tracker.list_claims.remote())]
+        assert problems == [], (problems, claims, run.log, final.stdout[-3000:])
         assert fingerprint_user_files(examples) == before  # no folder of the user's lost or changed
         assert (examples / "experiments/EXPERIMENTS.md").read_text().startswith(ledger)  # only appended to
         print(f"chaos: {len(run.log) - 1} interruptions + 1 final run in {time.monotonic() - t0:.0f}s")
