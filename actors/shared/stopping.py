@@ -66,7 +66,19 @@ def wait_task(ref, *, lost: Callable[[], bool] | None = None, on_lost: Callable[
     while True:
         ready, _ = ray.wait([ref], timeout=poll_s)
         if ready:
-            return ray.get(ref)
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                # Cancelled from outside: a stop cancels the caller's task with its
+                # children, and the child can end before this loop sees the request.
+                # That is a stop (or the lost lease), never a failure of the work.
+                cause = getattr(exc, "cause", None)
+                if not isinstance(exc, ray.exceptions.TaskCancelledError) and \
+                        not isinstance(cause, ray.exceptions.TaskCancelledError):
+                    raise
+                if lost is not None and lost():
+                    raise (on_lost() if on_lost is not None else Stopped("the job was cancelled")) from None
+                raise Stopped("stopped by the operator; the running job was cancelled") from None
         if stop_requested():
             ray.cancel(ref, force=True)
             raise Stopped("stopped by the operator; the running job was cancelled")
