@@ -10,7 +10,7 @@ import httpx2
 
 from actors.shared.llm import LLMClient
 
-FAKE_KEY = "sk-ant-test-FAKE-0123456789abcdef0123456789"
+FAKE_KEY = "fake-anthropic-key-for-tests"
 MODEL = "claude-sonnet-4-5"
 FAST = {"retry-after-ms": "1"}  # the SDK honours it: retries without a real wait
 USAGE = {"input_tokens": 900, "output_tokens": 300, "cache_creation_input_tokens": 2000,

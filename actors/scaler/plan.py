@@ -75,13 +75,7 @@ class ScalePlan(BaseModel):
     _hour_limit = field_validator("hours")(lambda cls, v: check_hours(v))
     _known_benchmark = field_validator("benchmark")(lambda cls, v: check_benchmark(v))
 
-    @field_validator("files")
-    @classmethod
-    def _relative_paths(cls, files: dict[str, str]) -> dict[str, str]:
-        # Paths come from an LLM: only plain relative paths inside the folder.
-        for name in files:
-            check_relative(name)
-        return files
+    _relative_paths = field_validator("files")(lambda cls, v: check_files(v))
 
     @field_validator("model")
     @classmethod
@@ -156,6 +150,13 @@ def check_relative(name: str, what: str = "file path") -> str:
     return name
 
 
+def check_files(files: dict[str, str]) -> dict[str, str]:
+    """The files a plan brings (path -> text): every path plain and inside the folder."""
+    for name in files:
+        check_relative(name)
+    return files
+
+
 class BenchmarkPlan(BaseModel):
     """An MVE that measures code rather than trains a model (a kernel
     benchmark) is scaled as a benchmark job: its command runs in the scaled
@@ -198,12 +199,7 @@ class BenchmarkPlan(BaseModel):
     def _relative_results(cls, name: str) -> str:
         return check_relative(name, what="results_file")
 
-    @field_validator("files")
-    @classmethod
-    def _relative_paths(cls, files: dict[str, str]) -> dict[str, str]:
-        for name in files:
-            check_relative(name)
-        return files
+    _relative_paths = field_validator("files")(lambda cls, v: check_files(v))
 
     @property
     def name(self) -> str:

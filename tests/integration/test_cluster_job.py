@@ -64,7 +64,7 @@ def test_generated_code_runs_without_secrets_or_ray_credentials_in_its_own_folde
     (folder / "train.py").write_text(
         "import json, os\njson.dump({'cwd': os.getcwd(), 'env': dict(os.environ)}, open('seen.json', 'w'))\n")
     planted = {
-        "ANTHROPIC_API_KEY": "sk-ant-fake-" + secrets.token_hex(8), "WANDB_API_KEY": "fake-wandb-" + secrets.token_hex(8),
+        "ANTHROPIC_API_KEY": "fake-anthropic-key-" + secrets.token_hex(8), "WANDB_API_KEY": "fake-wandb-" + secrets.token_hex(8),
         "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_AUTH_TOKEN_PATH": str(tmp_path / "auth_token"),
         "RAY_AUTH_MODE": "token", "RAY_ADDRESS": "127.0.0.1:6379", "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
     }
@@ -323,7 +323,7 @@ def head(examples):
     token = secrets.token_hex(32)
     (work / "auth_token").write_text(token)
     (work / "auth_token").chmod(0o600)
-    keys = {"ANTHROPIC_API_KEY": "sk-ant-fake-" + secrets.token_hex(12),
+    keys = {"ANTHROPIC_API_KEY": "fake-anthropic-key-" + secrets.token_hex(12),
             "WANDB_API_KEY": "fake-wandb-" + secrets.token_hex(12)}
     gcs, dash, metrics, client, agent, agent_grpc, runtime_env, autoscaler_m, dash_m = _free_ports(9)
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(work / "auth_token")}

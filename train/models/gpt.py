@@ -134,8 +134,6 @@ class GPT(nn.Module):
                  n_heads: int = 4, n_kv_heads: int | None = None, mlp_ratio: float = 4.0,
                  dropout: float = 0.0, rope_base: float = 10000.0, mlp: str = "relu2"):
         super().__init__()
-        if mlp not in MLP_KINDS:
-            raise ValueError(f"mlp must be one of {', '.join(MLP_KINDS)}, got {mlp!r}")
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         # These invariants would otherwise surface as an obscure reshape error.
         if d_model % n_heads:

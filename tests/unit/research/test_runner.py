@@ -36,7 +36,7 @@ def test_exit_code_and_log_of_a_finished_run():
 
 
 def test_secrets_and_ray_settings_never_reach_the_run(monkeypatch):
-    base = {"PATH": "/bin", "HOME": "/h", "ANTHROPIC_API_KEY": "sk-ant-x", "WANDB_API_KEY": "w",
+    base = {"PATH": "/bin", "HOME": "/h", "ANTHROPIC_API_KEY": "fake-anthropic-key", "WANDB_API_KEY": "w",
             "RAY_AUTH_TOKEN": "t", "RAY_ADDRESS": "a:1", "AWS_SECRET_ACCESS_KEY": "s", "CUDA_VISIBLE_DEVICES": "0",
             "NCCL_DEBUG": "INFO", "CUDA_API_KEY": "k"}
     env = child_env({"MAX_WALLCLOCK_SECONDS": "30"}, base=base)
@@ -45,7 +45,7 @@ def test_secrets_and_ray_settings_never_reach_the_run(monkeypatch):
     for secret in ("ANTHROPIC_API_KEY", "WANDB_API_KEY", "RAY_AUTH_TOKEN", "RAY_ADDRESS", "AWS_SECRET_ACCESS_KEY",
                    "CUDA_API_KEY"):
         assert secret not in env
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-should-not-leak")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-anthropic-key-should-not-leak")
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     result = run_script("import os\nprint(sorted(os.environ))\n", "train_gpt.py", timeout_s=60)
     assert "ANTHROPIC_API_KEY" not in result.log and "RAY_ADDRESS" not in result.log

@@ -84,7 +84,7 @@ def test_importing_the_mves_code_runs_only_in_the_child(research, monkeypatch):
         "import json, os\nfrom torch import nn\n"
         "json.dump(sorted(os.environ), open(os.path.join(os.path.dirname(__file__), 'seen.json'), 'w'))\n"
         "class Probe(nn.Module):\n    def __init__(self, vocab_size=1, dim=1):\n        super().__init__()\n")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-not-for-children-0123456789")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-anthropic-key-not-for-children")
     import sys
 
     before = set(sys.modules)

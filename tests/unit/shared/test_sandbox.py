@@ -10,7 +10,7 @@ from actors.shared.sandbox import child_env, is_secret
 
 BASE = {"PATH": "/usr/bin:/bin", "HOME": "/h", "LANG": "C.UTF-8", "LC_CTYPE": "C.UTF-8", "PYTHONPATH": "/src",
         "VIRTUAL_ENV": "/venv", "OMP_NUM_THREADS": "2", "CUDA_VISIBLE_DEVICES": "0", "NCCL_DEBUG": "INFO",
-        "ANTHROPIC_API_KEY": "sk-ant-x", "WANDB_API_KEY": "w", "HF_TOKEN": "h", "AWS_SECRET_ACCESS_KEY": "s",
+        "ANTHROPIC_API_KEY": "fake-anthropic-key", "WANDB_API_KEY": "w", "HF_TOKEN": "h", "AWS_SECRET_ACCESS_KEY": "s",
         "GOOGLE_APPLICATION_CREDENTIALS": "/c.json", "CUDA_API_KEY": "k", "RAY_ADDRESS": "a:1",
         "RAY_AUTH_TOKEN": "t", "SSH_AUTH_SOCK": "/tmp/ssh", "EDITOR": "vi"}
 SECRETS = ("ANTHROPIC_API_KEY", "WANDB_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "GOOGLE_APPLICATION_CREDENTIALS",

@@ -93,9 +93,9 @@ def test_command_with_backticks_gets_a_longer_fence():
 
 def test_secrets_never_reach_the_ledger(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "wandb-secret-0123456789")
-    md = render_entry(_entry(config={"llm": {"api_key": "sk-ant-abcdefgh"}, "tokens_per_s_target": 5},
+    md = render_entry(_entry(config={"llm": {"api_key": "fake-anthropic-key-abcdefgh"}, "tokens_per_s_target": 5},
                              command="WANDB_API_KEY=wandb-secret-0123456789 python -m train.run c.yaml"))
-    assert "sk-ant-abcdefgh" not in md and "wandb-secret-0123456789" not in md
+    assert "fake-anthropic-key-abcdefgh" not in md and "wandb-secret-0123456789" not in md
     config = _table(_sections(md)["Configuration"])
     assert config["llm.api_key"] == ["[REDACTED]"] and config["tokens_per_s_target"] == ["5"]
 
